@@ -1,0 +1,3 @@
+from clymene.cli import main
+
+raise SystemExit(main())

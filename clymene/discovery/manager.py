@@ -1,0 +1,125 @@
+"""The discovery process: config file + service discovery -> target registry in Redis.
+
+It reloads the configuration when the file changes (a broken file is refused with its
+location and the previous configuration stays in force), asks every job's discovery
+mechanisms for target groups, builds the targets and publishes the registry when it
+differs from what is there. Beat and the workers pick up a new registry version within a
+second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+
+from clymene import config as config_module
+from clymene import registry
+from clymene.discovery.file_sd import FileSD
+from clymene.discovery.targets import TargetGroup, populate
+from clymene.registry import Target
+
+log = logging.getLogger(__name__)
+
+
+class Job:
+    """One scrape config's discovery mechanisms."""
+
+    def __init__(self, scrape_config: Any):
+        self.config = scrape_config
+        self.static = [
+            TargetGroup(source=f"{scrape_config.job_name}/static/{i}",
+                        targets=[{"__address__": t} for t in sc.targets],
+                        labels=dict(sc.labels))
+            for i, sc in enumerate(scrape_config.static_configs)
+        ]
+        self.file_sd = [FileSD(list(fc.files), float(fc.refresh_interval))
+                        for fc in scrape_config.file_sd_configs]
+        if getattr(scrape_config, "kubernetes_sd_configs", None):
+            log.warning("job %s: kubernetes_sd_configs are not implemented yet; "
+                        "its kubernetes targets are not discovered", scrape_config.job_name)
+
+    def groups(self) -> list[TargetGroup]:
+        groups = list(self.static)
+        for fsd in self.file_sd:
+            groups.extend(fsd.groups())
+        return groups
+
+
+class Discovery:
+    def __init__(self, config_file: str, client: redis.Redis):
+        self.config_file = config_file
+        self.redis = client
+        self.config: Any = None
+        self.config_rev = ""
+        self.jobs: list[Job] = []
+        self._config_ident: tuple[float, int] | None = None
+        self._errors_seen: set[str] = set()
+
+    def reload_if_changed(self) -> bool:
+        """Load the config file when it changed. Raises ConfigError only for the first load."""
+        st = os.stat(self.config_file)
+        ident = (st.st_mtime, st.st_size)
+        if ident == self._config_ident:
+            return False
+        self._config_ident = ident
+        with open(self.config_file, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            cfg = config_module.load_string(text, self.config_file,
+                                            os.path.dirname(os.path.abspath(self.config_file)))
+        except config_module.ConfigError as exc:
+            if self.config is None:
+                raise
+            log.error("config reload refused, keeping the previous configuration: %s", exc)
+            return False
+        for warning in getattr(cfg, "warnings", []) or []:
+            log.warning("config: %s", warning)
+        self.config = cfg
+        self.config_rev = registry.publish_config(self.redis, text, self.config_file)
+        self.jobs = [Job(sc) for sc in cfg.scrape_configs]
+        log.info("configuration loaded from %s: %d jobs", self.config_file, len(self.jobs))
+        return True
+
+    def compute(self) -> tuple[list[Target], list[dict[str, str]]]:
+        active: dict[str, Target] = {}
+        dropped: list[dict[str, str]] = []
+        for job in self.jobs:
+            job_active: dict[str, Target] = {}
+            for group in job.groups():
+                targets, dropped_labels, errors = populate(job.config, group, self.config_rev)
+                for t in targets:
+                    job_active.setdefault(t.id, t)
+                dropped.extend(dropped_labels)
+                for err in errors:
+                    if err not in self._errors_seen:
+                        self._errors_seen.add(err)
+                        log.error("discovery: %s", err)
+            active.update(job_active)
+        return list(active.values()), dropped
+
+    def step(self) -> bool:
+        self.reload_if_changed()
+        active, dropped = self.compute()
+        changed = registry.publish_targets(self.redis, active, dropped)
+        if changed:
+            log.info("target registry updated: %d active, %d dropped", len(active), len(dropped))
+        return changed
+
+
+def run(config_file: str, client: redis.Redis, refresh_interval: float,
+        stop: threading.Event | None = None) -> None:
+    """Run discovery until `stop` is set (or forever)."""
+    stop = stop or threading.Event()
+    discovery = Discovery(config_file, client)
+    discovery.step()  # the first load raises on a bad config: refuse to start
+    while not stop.wait(refresh_interval):
+        try:
+            discovery.step()
+        except (OSError, redis.RedisError) as exc:
+            log.error("discovery step failed, retrying: %s", exc)
+            time.sleep(min(refresh_interval, 1.0))

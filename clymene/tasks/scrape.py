@@ -1,0 +1,43 @@
+"""The scrape task. Its arguments are lean and readable in Flower:
+[target id, target revision, job, instance, due time], so searching Flower's task list
+for a job or an instance finds that target's scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import worker_process_init
+
+from clymene import settings as settings_module
+from clymene.app import app
+
+log = logging.getLogger(__name__)
+
+_runner = None
+
+
+def _get_runner():
+    global _runner
+    if _runner is None:
+        import redis
+
+        from clymene.scrape.runner import Runner
+        from clymene.storage.factory import open_storages
+
+        settings = settings_module.load()
+        client = redis.Redis.from_url(settings.effective_broker_url)
+        _runner = Runner(client, open_storages(settings))
+    return _runner
+
+
+@worker_process_init.connect
+def _fresh_runner_per_process(**_: object) -> None:
+    # Forked pool processes must not share the parent's sockets.
+    global _runner
+    _runner = None
+
+
+@app.task(name="clymene.scrape", ignore_result=True)
+def scrape(target_id: str, rev: str, job: str, instance: str, due: float | None = None) -> str:
+    return _get_runner().run(target_id, rev, due)
