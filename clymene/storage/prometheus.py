@@ -1,0 +1,216 @@
+"""Prometheus remote write 1.0 storage (Prometheus, Cortex, Mimir, Thanos, VictoriaMetrics).
+
+A batch is sent as one or more snappy-compressed `WriteRequest`s of at most
+`max_samples_per_send` samples each, in batch order. Like Prometheus' queue manager,
+5xx answers, 429, connection errors and timeouts are retried with exponential backoff
+(30 ms doubling up to 5 s; a `Retry-After` header, in seconds or as an HTTP date, takes
+the place of the backoff when present); any other answer is a permanent rejection.
+Retrying stops at the caller's deadline. NaN values, staleness markers included, are
+sent as they are: remote write carries them bit for bit.
+
+Counters (clymene.stats), all labelled `storage` with the storage's name:
+  clymene_storage_requests_total{code}     one per HTTP attempt; code "error" when no
+                                           answer came (connection error, timeout)
+  clymene_storage_retries_total            attempts repeated after a transient failure
+  clymene_storage_samples_written_total    samples the server accepted
+  clymene_storage_samples_dropped_total{reason}
+                                           samples given up: reason "rejected" (4xx) or
+                                           "deadline" (still failing at the deadline)
+  clymene_storage_bytes_sent_total         compressed body bytes of answered attempts
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import urllib.parse
+
+import requests
+
+from clymene import stats
+from clymene.storage import Sample, WriteError
+from clymene.storage.remote_write_pb import compress, encode_write_request
+
+MIN_BACKOFF = 0.030
+MAX_BACKOFF = 5.0
+MAX_ERROR_BODY = 256
+
+
+def _version() -> str:
+    try:
+        from clymene import __version__  # type: ignore[attr-defined]
+
+        return str(__version__)
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("clymene")
+    except Exception:
+        return "0.1.0"
+
+
+DEFAULT_USER_AGENT = f"clymene/{_version()}"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a `Retry-After` header (delay-seconds or HTTP date);
+    0 when absent, invalid or in the past."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+    if when is None:
+        return 0.0
+    wait = when.timestamp() - (time.time() if now is None else now)
+    return max(wait, 0.0)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info and query, safe to show in errors and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "<invalid url>"
+
+
+class RemoteWriteStorage:
+    """Writes batches to a remote write endpoint such as `.../api/v1/write`."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        user_agent: str | None = None,
+        headers: dict[str, str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
+        max_samples_per_send: int = 2000,
+        name: str = "prometheus",
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"remote write url must be an http(s) URL, got {redact_url(url)!r}")
+        if timeout <= 0:
+            raise ValueError(f"remote write timeout must be positive, got {timeout}")
+        if max_samples_per_send < 1:
+            raise ValueError(f"max_samples_per_send must be at least 1, got {max_samples_per_send}")
+        self.name = name
+        self.url = url
+        self.timeout = float(timeout)
+        self.max_samples_per_send = int(max_samples_per_send)
+        self._safe_url = redact_url(url)
+        # Never shown in errors: they may hold credentials (a query may carry a token).
+        password = parts.password or ""
+        self._secrets = [
+            s for s in (password, urllib.parse.unquote(password), parts.query, bearer_token) if s
+        ]
+        self._session = requests.Session()
+        self._session.headers.update(headers or {})
+        # These are the protocol: user-supplied headers cannot replace them.
+        self._session.headers.update(
+            {
+                "Content-Encoding": "snappy",
+                "Content-Type": "application/x-protobuf",
+                "X-Prometheus-Remote-Write-Version": "0.1.0",
+                "User-Agent": user_agent or DEFAULT_USER_AGENT,
+            }
+        )
+        if basic_auth is not None:
+            self._session.auth = basic_auth
+            self._secrets.append(basic_auth[1])
+        elif bearer_token:
+            self._session.headers["Authorization"] = f"Bearer {bearer_token}"
+        for key, value in (headers or {}).items():
+            if key.lower() == "authorization":
+                self._secrets.append(value)
+
+    def write(self, batch: list[Sample], deadline: float) -> None:
+        step = self.max_samples_per_send
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            try:
+                self._send(chunk, deadline)
+            except WriteError as exc:
+                reason = "deadline" if exc.retryable else "rejected"
+                stats.inc(
+                    "clymene_storage_samples_dropped_total",
+                    len(batch) - start,
+                    storage=self.name,
+                    reason=reason,
+                )
+                raise
+            stats.inc("clymene_storage_samples_written_total", len(chunk), storage=self.name)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<secret>")
+        return text
+
+    def _send(self, chunk: list[Sample], deadline: float) -> None:
+        body = compress(encode_write_request(chunk))
+        backoff = MIN_BACKOFF
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WriteError(
+                    f"{self.name}: deadline passed before {self._safe_url} could be written"
+                    + (f" after {attempt} attempts" if attempt else ""),
+                    retryable=True,
+                )
+            if attempt:
+                stats.inc("clymene_storage_retries_total", storage=self.name)
+            attempt += 1
+            retry_after = 0.0
+            try:
+                response = self._session.post(
+                    self.url,
+                    data=body,
+                    timeout=min(self.timeout, remaining),
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                stats.inc("clymene_storage_requests_total", storage=self.name, code="error")
+                error = self._scrub(f"{type(exc).__name__}: {exc}")
+            else:
+                code = response.status_code
+                stats.inc("clymene_storage_requests_total", storage=self.name, code=str(code))
+                stats.inc("clymene_storage_bytes_sent_total", len(body), storage=self.name)
+                if 200 <= code < 300:
+                    return
+                text = response.content[:MAX_ERROR_BODY].decode("utf-8", "replace")
+                error = self._scrub(
+                    f"server returned HTTP {code} {response.reason or ''}".rstrip() + f": {text}"
+                )
+                if code < 500 and code != 429:
+                    raise WriteError(
+                        f"{self.name}: {self._safe_url} rejected the write: {error}",
+                        retryable=False,
+                    )
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            # Prometheus: a Retry-After replaces the backoff for this wait only.
+            wait = retry_after if retry_after > 0 else backoff
+            if time.monotonic() + wait >= deadline:
+                raise WriteError(
+                    f"{self.name}: gave up writing to {self._safe_url} at the deadline after "
+                    f"{attempt} attempts: {error}",
+                    retryable=True,
+                )
+            time.sleep(wait)
+            backoff = min(wait * 2, MAX_BACKOFF)

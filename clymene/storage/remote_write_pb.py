@@ -1,0 +1,271 @@
+"""Prometheus remote write 1.0 `WriteRequest`, encoded and decoded by hand.
+
+Hand-written because encoding is the hot path of every write: no message objects,
+just bytes. Field numbers are those of prometheus/prompb (types.proto, remote.proto):
+
+    WriteRequest { repeated TimeSeries timeseries = 1; repeated MetricMetadata metadata = 3; }
+    TimeSeries   { repeated Label labels = 1; repeated Sample samples = 2;
+                   repeated Exemplar exemplars = 3; repeated Histogram histograms = 4; }
+    Label        { string name = 1; string value = 2; }
+    Sample       { double value = 1; int64 timestamp = 2; }
+
+The encoder writes exactly what the official protobuf runtime writes for the same
+message (proto3: fields in number order, default values left out; a double is left out
+only when all its bits are zero, so -0.0 and every NaN payload travel as they are).
+The body of a remote write request is this message compressed with snappy's block
+format (`compress` / `decompress` here).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import cramjam
+
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[Labels, float, int]
+
+_U64 = (1 << 64) - 1
+_ZERO8 = b"\x00" * 8
+_SMALL = [bytes((i,)) for i in range(128)]
+_pack_double = struct.Struct("<d").pack
+_unpack_double = struct.Struct("<d").unpack_from
+
+# Encoded `labels` fields of a TimeSeries per Labels tuple: the same series come back
+# every scrape, so their bytes are built once. Cleared when it grows past the bound.
+_label_cache: dict[Labels, bytes] = {}
+LABEL_CACHE_MAX = 200_000
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_bytes(tag: bytes, data: bytes) -> bytes:
+    return tag + _varint(len(data)) + data
+
+
+def _encode_labels(labels: Labels) -> bytes:
+    parts = []
+    for name, value in labels:
+        label = b""
+        if name:
+            label = _field_bytes(b"\x0a", name.encode("utf-8"))
+        if value:
+            label += _field_bytes(b"\x12", value.encode("utf-8"))
+        parts.append(_field_bytes(b"\x0a", label))
+    encoded = b"".join(parts)
+    if len(_label_cache) >= LABEL_CACHE_MAX:
+        _label_cache.clear()
+    _label_cache[labels] = encoded
+    return encoded
+
+
+def encode_write_request(batch: list[Sample]) -> bytes:
+    """Serialize a batch as a `WriteRequest`: one TimeSeries per distinct labels (in
+    order of first appearance), holding that series' samples in batch order."""
+    groups: dict[Labels, list[bytes]] = {}
+    last_ts: int | None = None
+    ts_bytes = b""
+    small = _SMALL
+    pack = _pack_double
+    for labels, value, ts in batch:
+        # Samples of one scrape share their timestamp: encode it once.
+        if ts != last_ts:
+            last_ts = ts
+            ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
+        vb = pack(value)
+        inner = ts_bytes if vb == _ZERO8 else b"\x09" + vb + ts_bytes
+        sample = b"\x12" + small[len(inner)] + inner  # at most 20 bytes
+        group = groups.get(labels)
+        if group is None:
+            groups[labels] = [sample]
+        else:
+            group.append(sample)
+
+    parts: list[bytes] = []
+    append = parts.append
+    cache = _label_cache
+    for labels, samples in groups.items():
+        lb = cache.get(labels)
+        if lb is None:
+            lb = _encode_labels(labels)
+        if len(samples) == 1:
+            sample = samples[0]
+            append(b"\x0a" + _varint(len(lb) + len(sample)))
+            append(lb)
+            append(sample)
+        else:
+            joined = b"".join(samples)
+            append(b"\x0a" + _varint(len(lb) + len(joined)))
+            append(lb)
+            append(joined)
+    return b"".join(parts)
+
+
+def compress(data: bytes) -> bytes:
+    """Snappy block format, as remote write bodies use."""
+    return bytes(cramjam.snappy.compress_raw(data))
+
+
+def decompress(data: bytes) -> bytes:
+    return bytes(cramjam.snappy.decompress_raw(data))
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    b = data[pos]
+    pos += 1
+    if b < 0x80:
+        return b, pos
+    result = b & 0x7F
+    shift = 7
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result & _U64, pos
+        shift += 7
+        if shift >= 70:
+            raise ValueError(f"varint longer than 10 bytes at offset {pos}")
+
+
+def _skip(data: bytes, pos: int, end: int, key: int) -> int:
+    """Skip the value of an unknown (or unexpected) field; return the new position."""
+    wire_type = key & 7
+    if key < 8:
+        raise ValueError(f"invalid field number 0 at offset {pos}")
+    if wire_type == 0:
+        _, pos = _read_varint(data, pos)
+    elif wire_type == 1:
+        pos += 8
+    elif wire_type == 2:
+        length, pos = _read_varint(data, pos)
+        pos += length
+    elif wire_type == 5:
+        pos += 4
+    elif wire_type == 3:
+        # A (deprecated) group: skip fields until its matching end-group tag.
+        field = key >> 3
+        while True:
+            if pos >= end:
+                raise ValueError(f"unterminated group of field {field}")
+            inner, pos = _read_varint(data, pos)
+            if inner & 7 == 4:
+                if inner >> 3 != field:
+                    raise ValueError(f"mismatched end group at offset {pos}")
+                break
+            pos = _skip(data, pos, end, inner)
+    else:
+        raise ValueError(f"invalid wire type {wire_type} at offset {pos}")
+    if pos > end:
+        raise ValueError(f"field runs past the end of its message at offset {pos}")
+    return pos
+
+
+def _decode_label(data: bytes, pos: int, end: int) -> tuple[str, str]:
+    name = value = ""
+    while pos < end:
+        key, pos = _read_varint(data, pos)
+        if key == 0x0A or key == 0x12:
+            length, pos = _read_varint(data, pos)
+            stop = pos + length
+            if stop > end:
+                raise ValueError(f"label string runs past its message at offset {pos}")
+            text = data[pos:stop].decode("utf-8")
+            if key == 0x0A:
+                name = text
+            else:
+                value = text
+            pos = stop
+        else:
+            pos = _skip(data, pos, end, key)
+    return name, value
+
+
+def _decode_sample(data: bytes, pos: int, end: int) -> tuple[float, int]:
+    value = 0.0
+    ts = 0
+    while pos < end:
+        key, pos = _read_varint(data, pos)
+        if key == 0x09:
+            if pos + 8 > end:
+                raise ValueError(f"sample value runs past its message at offset {pos}")
+            value = _unpack_double(data, pos)[0]
+            pos += 8
+        elif key == 0x10:
+            ts, pos = _read_varint(data, pos)
+            if ts > 0x7FFFFFFFFFFFFFFF:
+                ts -= 1 << 64
+        else:
+            pos = _skip(data, pos, end, key)
+    if pos != end:
+        raise ValueError(f"sample runs past its message at offset {pos}")
+    return value, ts
+
+
+def _decode_series(data: bytes, pos: int, end: int) -> tuple[Labels, list[tuple[float, int]]]:
+    labels: list[tuple[str, str]] = []
+    samples: list[tuple[float, int]] = []
+    while pos < end:
+        key, pos = _read_varint(data, pos)
+        if key == 0x0A or key == 0x12:
+            length, pos = _read_varint(data, pos)
+            stop = pos + length
+            if stop > end:
+                raise ValueError(f"field runs past its time series at offset {pos}")
+            if key == 0x0A:
+                labels.append(_decode_label(data, pos, stop))
+            else:
+                samples.append(_decode_sample(data, pos, stop))
+            pos = stop
+        else:
+            pos = _skip(data, pos, end, key)
+    if pos != end:
+        raise ValueError(f"time series runs past its message at offset {pos}")
+    # Senders sort labels by name (Prometheus does); sort only when one did not.
+    for i in range(1, len(labels)):
+        if labels[i][0] < labels[i - 1][0]:
+            labels.sort(key=lambda pair: pair[0])
+            break
+    return tuple(labels), samples
+
+
+def decode_write_request(data: bytes) -> list[tuple[Labels, list[tuple[float, int]]]]:
+    """Parse an (uncompressed) `WriteRequest`: `(labels, [(value, timestamp_ms), ...])`
+    per time series, in message order. Labels come back sorted by name. Unknown fields
+    (metadata, exemplars, histograms, anything newer) are skipped. Raises ValueError on
+    bytes that are not a valid message."""
+    data = bytes(data)
+    series: list[tuple[Labels, list[tuple[float, int]]]] = []
+    pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            key, pos = _read_varint(data, pos)
+            if key == 0x0A:
+                length, pos = _read_varint(data, pos)
+                stop = pos + length
+                if stop > end:
+                    raise ValueError(f"time series runs past the end at offset {pos}")
+                series.append(_decode_series(data, pos, stop))
+                pos = stop
+            else:
+                pos = _skip(data, pos, end, key)
+    except IndexError:
+        raise ValueError("truncated remote write message") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"label is not valid UTF-8: {exc.object[exc.start : exc.end]!r}") from None
+    if pos != end:
+        raise ValueError("truncated remote write message")
+    return series
