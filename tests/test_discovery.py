@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from clymene import relabel
+from clymene.config import format_duration
 from clymene.discovery.file_sd import FileSD, FileSDError, parse_file
-from clymene.discovery.targets import TargetGroup, format_duration, populate
+from clymene.discovery.targets import TargetGroup, populate
 
 
 def _sc(**kw):

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from clymene import relabel
+from clymene.config import format_duration, parse_duration
 from clymene.registry import Target, target_id
 
 log = logging.getLogger(__name__)
@@ -27,30 +28,6 @@ class TargetGroup:
     source: str
     targets: list[dict[str, str]]  # each has __address__ (and maybe more labels)
     labels: dict[str, str] = field(default_factory=dict)
-
-
-def format_duration(seconds: float) -> str:
-    """Prometheus' model.Duration.String(): 15s, 1m30s, 1h, 500ms, 2w."""
-    ms = int(round(seconds * 1000))
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit, mult, exact in (
-        ("y", 365 * 86400000, True), ("w", 7 * 86400000, True), ("d", 86400000, False),
-        ("h", 3600000, False), ("m", 60000, False), ("s", 1000, False), ("ms", 1, False),
-    ):
-        if exact and ms % mult:
-            continue
-        if ms // mult:
-            out.append(f"{ms // mult}{unit}")
-            ms -= ms // mult * mult
-    return "".join(out)
-
-
-def _parse_prom_duration(text: str) -> float:
-    from clymene.config import parse_duration
-
-    return parse_duration(text)
 
 
 def _add_default_port(address: str, scheme: str) -> str:
@@ -119,8 +96,8 @@ def populate(scrape_config: Any, group: TargetGroup, config_rev: str
             errors.append(f"{group.source}: {address!r} is not a valid hostname")
             continue
         try:
-            interval = _parse_prom_duration(lset["__scrape_interval__"])
-            timeout = _parse_prom_duration(lset["__scrape_timeout__"])
+            interval = parse_duration(lset["__scrape_interval__"])
+            timeout = parse_duration(lset["__scrape_timeout__"])
         except (KeyError, ValueError) as exc:
             errors.append(f"{group.source}: target {address}: error parsing scrape interval or timeout: {exc}")
             continue

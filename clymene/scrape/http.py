@@ -40,7 +40,10 @@ def _read_file(path: str) -> str:
 
 
 class Fetcher:
-    """Fetches targets of one job with its auth and TLS settings."""
+    """Fetches targets of one job with its auth and TLS settings.
+
+    tls_config.server_name is not applied: requests cannot override SNI per request.
+    """
 
     def __init__(self, scrape_config: Any):
         sc = scrape_config
@@ -50,20 +53,22 @@ class Fetcher:
             "Accept-Encoding": "gzip",
             "User-Agent": USER_AGENT,
         })
-        self.follow_redirects = getattr(sc, "follow_redirects", True)
-        self.body_size_limit = int(getattr(sc, "body_size_limit", 0) or 0)
-        self._basic = getattr(sc, "basic_auth", None)
-        self._authorization = getattr(sc, "authorization", None)
-        self._bearer_token = getattr(sc, "bearer_token", "") or ""
-        self._bearer_token_file = getattr(sc, "bearer_token_file", "") or ""
-        tls = getattr(sc, "tls_config", None)
-        if tls is not None:
-            if getattr(tls, "insecure_skip_verify", False):
-                self.session.verify = False
-            elif getattr(tls, "ca_file", ""):
-                self.session.verify = tls.ca_file
-            if getattr(tls, "cert_file", ""):
-                self.session.cert = (tls.cert_file, tls.key_file)
+        client = sc.http_client
+        self.follow_redirects = client.follow_redirects
+        self.body_size_limit = max(0, int(sc.body_size_limit or 0))
+        self._basic = client.basic_auth
+        self._authorization = client.authorization  # bearer_token(_file) end up here too
+        tls = client.tls_config
+        if tls.insecure_skip_verify:
+            self.session.verify = False
+        elif tls.ca_file:
+            self.session.verify = tls.ca_file
+        if tls.cert_file:
+            self.session.cert = (tls.cert_file, tls.key_file)
+        if client.proxy_url:
+            self.session.proxies = {"http": client.proxy_url, "https": client.proxy_url}
+        else:
+            self.session.trust_env = False  # like Prometheus: no proxy from the environment
 
     def _auth_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -71,9 +76,6 @@ class Fetcher:
         if auth is not None and (auth.credentials or auth.credentials_file):
             cred = auth.credentials or _read_file(auth.credentials_file)
             headers["Authorization"] = f"{auth.type or 'Bearer'} {cred}"
-        elif self._bearer_token or self._bearer_token_file:
-            token = self._bearer_token or _read_file(self._bearer_token_file)
-            headers["Authorization"] = f"Bearer {token}"
         return headers
 
     def _basic_auth(self) -> tuple[str, str] | None:

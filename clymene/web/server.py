@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from clymene import registry
 from clymene.app import SCRAPE_QUEUE
-from clymene.discovery.targets import format_duration
+from clymene.config import format_duration
 
 log = logging.getLogger(__name__)
 
