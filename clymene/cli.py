@@ -195,7 +195,6 @@ def cmd_run(settings: settings_module.Settings) -> int:
             env["CLYMENE_BROKER_URL"] = url
             log.info("started an embedded Redis at %s", url)
     concurrency = settings.worker_concurrency or os.cpu_count() or 2
-    level = settings.log_level
     commands = [
         ("discovery", [sys.executable, "-m", "clymene", "discovery"]),
         ("beat", [sys.executable, "-m", "clymene", "beat"]),
