@@ -168,6 +168,18 @@ def _start_embedded_redis(workdir: str) -> tuple[subprocess.Popen, str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def choose_broker(settings: settings_module.Settings, workdir: str,
+                  probe=_redis_answers) -> tuple[str, subprocess.Popen | None]:
+    """The broker URL for `clymene run`: the configured one, else the Redis on
+    127.0.0.1:6379 if it answers, else an embedded Redis started in `workdir`."""
+    if settings.broker_url:
+        return settings.broker_url, None
+    if probe("127.0.0.1", 6379):
+        return settings_module.DEFAULT_BROKER_URL, None
+    proc, url = _start_embedded_redis(workdir)
+    return url, proc
+
+
 def _stop_group(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -186,14 +198,11 @@ def cmd_run(settings: settings_module.Settings) -> int:
     children: list[tuple[str, subprocess.Popen]] = []
     workdir = tempfile.mkdtemp(prefix="clymene-run-")
     env = dict(os.environ)
-    if not settings.broker_url:
-        if _redis_answers("127.0.0.1", 6379):
-            env["CLYMENE_BROKER_URL"] = settings_module.DEFAULT_BROKER_URL
-        else:
-            proc, url = _start_embedded_redis(workdir)
-            children.append(("redis", proc))
-            env["CLYMENE_BROKER_URL"] = url
-            log.info("started an embedded Redis at %s", url)
+    url, redis_proc = choose_broker(settings, workdir)
+    env["CLYMENE_BROKER_URL"] = url
+    if redis_proc is not None:
+        children.append(("redis", redis_proc))
+        log.info("started an embedded Redis at %s", url)
     concurrency = settings.worker_concurrency or os.cpu_count() or 2
     commands = [
         ("discovery", [sys.executable, "-m", "clymene", "discovery"]),

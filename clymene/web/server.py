@@ -80,14 +80,13 @@ def farm_metrics(client: redis.Redis) -> bytes:
     families: dict[str, list[str]] = {}
     for key in sorted(stats):
         name = key.split("{", 1)[0]
-        value = stats[key]
-        families.setdefault(name, []).append(f"{key} {_fmt(value)}")
+        # x_sum and x_count are one summary family x; everything else is a counter.
+        family = name.rsplit("_", 1)[0] if name.endswith(("_sum", "_count")) else name
+        families.setdefault(family, []).append(f"{key} {_fmt(stats[key])}")
     lines = []
-    for name, samples in families.items():
-        kind = "counter" if name.endswith("_total") else "untyped"
-        if name.endswith("_sum") or name.endswith("_count"):
-            kind = "untyped"
-        lines.append(f"# TYPE {name} {kind}")
+    for family, samples in families.items():
+        kind = "counter" if family.endswith("_total") else "summary"
+        lines.append(f"# TYPE {family} {kind}")
         lines.extend(samples)
     lines.append("# HELP clymene_targets Targets in the registry.")
     lines.append("# TYPE clymene_targets gauge")
