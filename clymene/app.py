@@ -26,7 +26,8 @@ app.conf.update(
     accept_content=["json"],
     task_queues=[Queue(SCRAPE_QUEUE), Queue(HOUSEKEEPING_QUEUE)],
     task_default_queue=HOUSEKEEPING_QUEUE,
-    task_routes={"clymene.scrape": {"queue": SCRAPE_QUEUE}},
+    task_routes={"clymene.scrape": {"queue": SCRAPE_QUEUE},
+                 "clymene.end_target": {"queue": SCRAPE_QUEUE}},
     # A scrape is short; a small prefetch keeps work spread over the workers, and
     # acks on receipt are right for tasks that expire anyway.
     worker_prefetch_multiplier=4,

@@ -35,9 +35,17 @@ log = logging.getLogger("clymene")
 COMMANDS = ("run", "worker", "beat", "flower", "discovery", "web", "check")
 
 
+_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
+           "error": "ERROR"}
+
+
+def _level_name(level: str) -> str:
+    return _LEVELS.get(level.strip().lower(), "INFO")
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper().replace("WARN", "WARNING"), logging.INFO),
+        level=getattr(logging, _level_name(level)),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -87,12 +95,17 @@ def cmd_check(path: str) -> int:
 def cmd_discovery(settings: settings_module.Settings) -> int:
     from clymene import config
     from clymene.discovery import manager
+    from clymene.tasks.scrape import send_end_target
+
+    def end_removed(targets) -> None:
+        for t in targets:
+            send_end_target(t.to_json(), t.interval)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         manager.run(settings.config_file, _redis_client(settings),
-                    settings.discovery_refresh_interval, stop)
+                    settings.discovery_refresh_interval, stop, on_removed=end_removed)
     except config.ConfigError as exc:
         log.error("refusing to start: %s", exc)
         return 1
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clymene: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
-    level = settings.log_level.upper().replace("WARN", "WARNING")
+    level = _level_name(settings.log_level)
     if args.command == "worker":
         return _celery(["worker", "-Q", "scrape,clymene", "-l", level, *extra])
     if args.command == "beat":

@@ -43,6 +43,7 @@ class Target:
     interval: float  # seconds
     timeout: float  # seconds
     config_rev: str  # the configuration this target was built from
+    forced_error: str = ""  # scrape fails with this error without fetching (target_limit)
     rev: str = field(default="", compare=False)
 
     def to_json(self) -> str:
@@ -92,8 +93,12 @@ def load_config_text(r: redis.Redis) -> tuple[str, str, str] | None:
     return data[b"text"].decode(), data[b"source"].decode(), data[b"rev"].decode()
 
 
-def publish_targets(r: redis.Redis, active: list[Target], dropped: list[dict[str, Any]]) -> bool:
-    """Replace the registry with these targets if it differs. Returns True when it changed."""
+def publish_targets(r: redis.Redis, active: list[Target], dropped: list[dict[str, Any]]
+                    ) -> tuple[bool, list[Target]]:
+    """Replace the registry with these targets if it differs.
+
+    Returns whether it changed, and the targets that left it (to end their series).
+    """
     new_active = {t.id: t.to_json() for t in active}
     new_dropped = {
         content_rev(json.dumps(d, sort_keys=True)): json.dumps(d, sort_keys=True) for d in dropped
@@ -101,7 +106,7 @@ def publish_targets(r: redis.Redis, active: list[Target], dropped: list[dict[str
     old_active = {k.decode(): v.decode() for k, v in r.hgetall(TARGETS_KEY).items()}
     old_dropped = {k.decode(): v.decode() for k, v in r.hgetall(DROPPED_KEY).items()}
     if new_active == old_active and new_dropped == old_dropped:
-        return False
+        return False, []
     pipe = r.pipeline(transaction=True)
     pipe.delete(TARGETS_KEY, DROPPED_KEY)
     if new_active:
@@ -110,7 +115,8 @@ def publish_targets(r: redis.Redis, active: list[Target], dropped: list[dict[str
         pipe.hset(DROPPED_KEY, mapping=new_dropped)
     pipe.incr(VERSION_KEY)
     pipe.execute()
-    return True
+    removed = [Target.from_json(v) for k, v in old_active.items() if k not in new_active]
+    return True, removed
 
 
 def registry_version(r: redis.Redis) -> int:

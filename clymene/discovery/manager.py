@@ -9,10 +9,12 @@ second.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -51,9 +53,11 @@ class Job:
 
 
 class Discovery:
-    def __init__(self, config_file: str, client: redis.Redis):
+    def __init__(self, config_file: str, client: redis.Redis,
+                 on_removed: Callable[[list[Target]], None] | None = None):
         self.config_file = config_file
         self.redis = client
+        self.on_removed = on_removed
         self.config: Any = None
         self.config_rev = ""
         self.jobs: list[Job] = []
@@ -99,23 +103,36 @@ class Discovery:
                     if err not in self._errors_seen:
                         self._errors_seen.add(err)
                         log.error("discovery: %s", err)
+            limit = job.config.target_limit
+            if limit and len(job_active) > limit:
+                # Prometheus keeps the targets but fails every scrape of the pool.
+                error = f"target_limit exceeded (number of targets: {len(job_active)}, limit: {limit})"
+                job_active = {tid: Target.from_json(dataclasses.replace(t, forced_error=error).to_json())
+                              for tid, t in job_active.items()}
             active.update(job_active)
         return list(active.values()), dropped
 
     def step(self) -> bool:
         self.reload_if_changed()
         active, dropped = self.compute()
-        changed = registry.publish_targets(self.redis, active, dropped)
+        changed, removed = registry.publish_targets(self.redis, active, dropped)
         if changed:
             log.info("target registry updated: %d active, %d dropped", len(active), len(dropped))
+        if removed and self.on_removed is not None:
+            self.on_removed(removed)
         return changed
 
 
 def run(config_file: str, client: redis.Redis, refresh_interval: float,
-        stop: threading.Event | None = None) -> None:
-    """Run discovery until `stop` is set (or forever)."""
+        stop: threading.Event | None = None,
+        on_removed: Callable[[list[Target]], None] | None = None) -> None:
+    """Run discovery until `stop` is set (or forever).
+
+    `on_removed` is called with the targets that left the registry, so that their series
+    get staleness markers.
+    """
     stop = stop or threading.Event()
-    discovery = Discovery(config_file, client)
+    discovery = Discovery(config_file, client, on_removed)
     discovery.step()  # the first load raises on a bad config: refuse to start
     while not stop.wait(refresh_interval):
         try:

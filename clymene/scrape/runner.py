@@ -23,7 +23,7 @@ import redis
 from clymene import config as config_module
 from clymene import registry, stats
 from clymene.registry import Target
-from clymene.scrape import loop
+from clymene.scrape import STALE_NAN, loop
 from clymene.scrape.http import Fetcher, ScrapeError
 from clymene.storage import Storage, WriteError
 
@@ -33,6 +33,9 @@ _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+DEFAULT_LOCK_MS = 120_000  # until the target's own lifetime is known
 
 
 def write_budget(target: Target) -> float:
@@ -58,16 +61,17 @@ class Runner:
         self._config: tuple[str, Any] | None = None  # (rev, Config)
         self._jobs: dict[tuple[str, str], tuple[Fetcher, loop.ScrapeSettings, list]] = {}
         self._memory: dict[str, _TargetMemory] = {}
+        self._lock_ms: dict[str, int] = {}  # lock lifetime per target: timeout + write budget
 
     # -- lookups, cached per process ------------------------------------------------
-    def _target(self, target_id: str, rev: str) -> Target | None:
-        t = self._targets.get(target_id)
-        if t is None or t.rev != rev:
-            t = registry.get_target(self.redis, target_id)
-            if t is None:
-                self._targets.pop(target_id, None)
-                return None
-            self._targets[target_id] = t
+    def _parse_target(self, raw: bytes) -> Target:
+        rev = registry.content_rev(raw)
+        t = self._targets.get(rev)
+        if t is None:
+            t = Target.from_json(raw)
+            if len(self._targets) > 100_000:
+                self._targets.clear()
+            self._targets[rev] = t
         return t
 
     def _job(self, target: Target) -> tuple[Fetcher, loop.ScrapeSettings, list]:
@@ -98,6 +102,13 @@ class Runner:
         self._jobs[key] = job
         return job
 
+    def _memory_for(self, target: Target) -> _TargetMemory:
+        memory = self._memory.get(target.id)
+        if memory is None or memory.cache.config_key != target.rev:
+            memory = _TargetMemory(loop.SeriesCache(config_key=target.rev), None, "")
+            self._memory[target.id] = memory
+        return memory
+
     # -- the scrape -------------------------------------------------------------
     def run(self, target_id: str, rev: str, due: float | None = None) -> str:
         """Scrape the target once. Returns the outcome: up, down, skipped or unknown."""
@@ -105,34 +116,44 @@ class Runner:
         if due is not None:
             stats.inc("clymene_scheduling_lag_seconds_sum", max(0.0, start_wall - due))
             stats.inc("clymene_scheduling_lag_seconds_count")
-        target = self._target(target_id, rev)
-        if target is None:
-            stats.inc("clymene_scrapes_skipped_total", reason="unknown_target")
-            self._flush_stats()
-            return "unknown"
-        budget = write_budget(target)
-        lock_ttl_ms = int((target.timeout + budget + 5) * 1000)
         token = uuid.uuid4().hex
         lock = registry.lock_key(target_id)
-        if not self.redis.set(lock, token, nx=True, px=lock_ttl_ms):
+        state_key = registry.state_key(target_id)
+        # One round trip: take the lock, read the target as the registry has it now (it
+        # may have been removed since beat sent this task) and the state's fingerprint.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(lock, token, nx=True, px=self._lock_ms.get(target_id, DEFAULT_LOCK_MS))
+        pipe.hget(registry.TARGETS_KEY, target_id)
+        pipe.hget(state_key, "series_fp")
+        locked, raw, stored_fp = pipe.execute()
+        if not locked:
             # The previous scrape of this target is still running or writing.
-            stats.inc("clymene_scrapes_skipped_total", job=target.job, reason="overlap")
+            stats.inc("clymene_scrapes_skipped_total", reason="overlap")
             self._flush_stats()
             return "skipped"
-        try:
-            return self._scrape_locked(target, start_wall, budget)
-        finally:
+        if raw is None:
+            stats.inc("clymene_scrapes_skipped_total", reason="unknown_target")
             self._release(keys=[lock], args=[token])
+            self._flush_stats()
+            return "unknown"
+        target = self._parse_target(raw)
+        budget = write_budget(target)
+        try:
+            return self._scrape_locked(target, start_wall, budget, lock, token,
+                                       stored_fp.decode() if stored_fp else "")
+        except BaseException:
+            self._release(keys=[lock], args=[token])
+            raise
 
-    def _scrape_locked(self, target: Target, start_wall: float, budget: float) -> str:
+    def _scrape_locked(self, target: Target, start_wall: float, budget: float, lock: str,
+                       token: str, stored_fp: str) -> str:
         fetcher, settings, _ = self._job(target)
         state_key = registry.state_key(target.id)
-        memory = self._memory.get(target.id)
-        if memory is None or memory.cache.config_key != target.rev:
-            memory = _TargetMemory(loop.SeriesCache(config_key=target.rev), None, "")
-            self._memory[target.id] = memory
-        stored_fp = self.redis.hget(state_key, "series_fp")
-        stored_fp = stored_fp.decode() if stored_fp else ""
+        lock_ms = int((target.timeout + budget + 5) * 1000)
+        if self._lock_ms.get(target.id) != lock_ms:
+            self._lock_ms[target.id] = lock_ms
+            self.redis.pexpire(lock, lock_ms)
+        memory = self._memory_for(target)
         if stored_fp != memory.series_fp or memory.series is None:
             memory.series = self._load_series(state_key) if stored_fp else None
             memory.series_fp = stored_fp
@@ -141,27 +162,20 @@ class Runner:
         t0 = time.perf_counter()
         body: bytes | None = None
         content_type = ""
-        error = ""
-        try:
-            body, content_type = fetcher.fetch(target.scrape_url, target.timeout)
-        except ScrapeError as exc:
-            error = str(exc)
-        except OSError as exc:
-            error = str(exc)
+        error = target.forced_error
+        if not error:
+            try:
+                body, content_type = fetcher.fetch(target.scrape_url, target.timeout)
+            except ScrapeError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = str(exc)
         outcome = loop.process(body, content_type, error, ts, target.labels, settings,
                                memory.cache, memory.series)
         duration = time.perf_counter() - t0
         report = loop.report_labels(target.labels, settings.external_labels)
         batch = outcome.samples + loop.report_samples(report, outcome, duration, ts)
-
-        deadline = time.monotonic() + budget
-        for storage in self.storages:
-            try:
-                storage.write(batch, deadline)
-            except WriteError as exc:
-                log.warning("target %s (%s): write to %s failed: %s",
-                            target.instance, target.job, storage.name, exc)
-                stats.inc("clymene_write_failures_total", storage=storage.name)
+        self._write(batch, budget, target)
 
         job = target.job
         stats.inc("clymene_scrapes_total", job=job)
@@ -180,16 +194,70 @@ class Runner:
             "duration": repr(duration),
             "samples": outcome.post_relabel,
             "series_fp": new_fp,
+            "interval": repr(target.interval),
         }
         pipe = self.redis.pipeline(transaction=False)
         if new_fp != memory.series_fp:
             pipe.hset(state_key, "series", _encode_series(outcome.series))
         pipe.hset(state_key, mapping=state)
         self._flush_stats(pipe)
+        self._release(keys=[lock], args=[token], client=pipe)
         pipe.execute()
         memory.series = outcome.series
         memory.series_fp = new_fp
         return "up" if outcome.up else "down"
+
+    def _write(self, batch: list[loop.Sample], budget: float, target: Target) -> None:
+        deadline = time.monotonic() + budget
+        for storage in self.storages:
+            try:
+                storage.write(batch, deadline)
+            except WriteError as exc:
+                log.warning("target %s (%s): write to %s failed: %s",
+                            target.instance, target.job, storage.name, exc)
+                stats.inc("clymene_write_failures_total", storage=storage.name)
+
+    def end_target(self, target_json: str) -> str:
+        """Staleness markers for every series of a target that left the registry.
+
+        Like Prometheus' end-of-run staleness: the markers carry the time the next scrape
+        would have had, and nothing is written if the target came back meanwhile.
+        """
+        target = Target.from_json(target_json)
+        if self.redis.hexists(registry.TARGETS_KEY, target.id):
+            return "revived"
+        lock = registry.lock_key(target.id)
+        token = uuid.uuid4().hex
+        budget = write_budget(target)
+        deadline = time.monotonic() + target.timeout + budget + 5
+        # Wait for a scrape still in flight: its batch must land before the markers.
+        while not self.redis.set(lock, token, nx=True, px=int((budget + 5) * 1000)):
+            if time.monotonic() > deadline:
+                stats.inc("clymene_stale_targets_skipped_total", reason="locked")
+                self._flush_stats()
+                return "locked"
+            time.sleep(0.1)
+        try:
+            state_key = registry.state_key(target.id)
+            last = self.redis.hget(state_key, "last_scrape")
+            if last is None:
+                return "never scraped"
+            series = self._load_series(state_key) or {}
+            _, settings, _ = self._job(target)
+            ts = int(float(last) * 1000 + target.interval * 1000)
+            report = loop.report_labels(target.labels, settings.external_labels)
+            batch = [(labels, STALE_NAN, ts) for labels in series]
+            batch += [(labels, STALE_NAN, ts) for labels in report]
+            self._write(batch, budget, target)
+            stats.inc("clymene_stale_markers_total", len(batch), job=target.job)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(state_key)
+            self._flush_stats(pipe)
+            pipe.execute()
+            self._memory.pop(target.id, None)
+            return "ended"
+        finally:
+            self._release(keys=[lock], args=[token])
 
     def _load_series(self, state_key: str) -> dict[loop.Labels, int] | None:
         raw = self.redis.hget(state_key, "series")

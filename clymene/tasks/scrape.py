@@ -41,3 +41,15 @@ def _fresh_runner_per_process(**_: object) -> None:
 @app.task(name="clymene.scrape", ignore_result=True)
 def scrape(target_id: str, rev: str, job: str, instance: str, due: float | None = None) -> str:
     return _get_runner().run(target_id, rev, due)
+
+
+@app.task(name="clymene.end_target", ignore_result=True)
+def end_target(target_json: str) -> str:
+    """Staleness markers for a target that left discovery (sent by discovery)."""
+    return _get_runner().end_target(target_json)
+
+
+def send_end_target(target_json: str, interval: float) -> None:
+    # Prometheus waits just over two intervals before ending a target's series, in case
+    # it comes back (e.g. a config reload); the task does the same with a countdown.
+    end_target.apply_async(args=[target_json], countdown=2.1 * interval)
