@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
 import yaml
 
@@ -84,8 +83,11 @@ class FileSD:
         self.refresh_interval = refresh_interval
         self._cache: dict[str, tuple[tuple[float, int], list[TargetGroup]]] = {}
         self._last_full = 0.0
+        self._last: list[TargetGroup] = []
 
     def groups(self) -> list[TargetGroup]:
+        """The groups of all matching files. The same list object is returned for as long
+        as nothing changed, so that callers can skip rebuilding targets."""
         now = time.monotonic()
         full = now - self._last_full >= self.refresh_interval
         if full:
@@ -117,8 +119,6 @@ class FileSD:
         for path in list(self._cache):
             if path not in seen:
                 del self._cache[path]
-        return result
-
-
-def file_sd_groups(cfg: Any) -> FileSD:
-    return FileSD(list(cfg.files), float(cfg.refresh_interval))
+        if result != self._last:
+            self._last = result
+        return self._last

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from clymene import config as config_module
-from clymene import registry
+from clymene import registry, stats
 from clymene.discovery.file_sd import FileSD
 from clymene.discovery.targets import TargetGroup, populate
 from clymene.registry import Target
@@ -41,15 +41,19 @@ class Job:
         ]
         self.file_sd = [FileSD(list(fc.files), float(fc.refresh_interval))
                         for fc in scrape_config.file_sd_configs]
+        self._key: tuple | None = None
+        self._groups: list[TargetGroup] = []
         if getattr(scrape_config, "kubernetes_sd_configs", None):
             log.warning("job %s: kubernetes_sd_configs are not implemented yet; "
                         "its kubernetes targets are not discovered", scrape_config.job_name)
 
     def groups(self) -> list[TargetGroup]:
-        groups = list(self.static)
-        for fsd in self.file_sd:
-            groups.extend(fsd.groups())
-        return groups
+        lists = [fsd.groups() for fsd in self.file_sd]
+        key = tuple(id(x) for x in lists)
+        if key != self._key:  # same list objects: nothing changed, same answer
+            self._key = key
+            self._groups = list(self.static) + [g for x in lists for g in x]
+        return self._groups
 
 
 class Discovery:
@@ -63,6 +67,8 @@ class Discovery:
         self.jobs: list[Job] = []
         self._config_ident: tuple[float, int] | None = None
         self._errors_seen: set[str] = set()
+        self._last_inputs: tuple = ()
+        self._last_version = -1
 
     def reload_if_changed(self) -> bool:
         """Load the config file when it changed. Raises ConfigError only for the first load."""
@@ -89,12 +95,15 @@ class Discovery:
         log.info("configuration loaded from %s: %d jobs", self.config_file, len(self.jobs))
         return True
 
-    def compute(self) -> tuple[list[Target], list[dict[str, str]]]:
+    def compute(self, groups: list[list[TargetGroup]] | None = None
+                ) -> tuple[list[Target], list[dict[str, str]]]:
+        if groups is None:
+            groups = [job.groups() for job in self.jobs]
         active: dict[str, Target] = {}
         dropped: list[dict[str, str]] = []
-        for job in self.jobs:
+        for job, job_groups in zip(self.jobs, groups, strict=True):
             job_active: dict[str, Target] = {}
-            for group in job.groups():
+            for group in job_groups:
                 targets, dropped_labels, errors = populate(job.config, group, self.config_rev)
                 for t in targets:
                     job_active.setdefault(t.id, t)
@@ -114,13 +123,32 @@ class Discovery:
 
     def step(self) -> bool:
         self.reload_if_changed()
-        active, dropped = self.compute()
+        groups = [job.groups() for job in self.jobs]
+        # Rebuild only when a source changed (FileSD hands back the same list object
+        # while its files are unchanged) or the registry was changed behind our back.
+        inputs = (self.config_rev, tuple(id(g) for g in groups), len(groups))
+        version = registry.registry_version(self.redis)
+        if inputs == self._last_inputs and version == self._last_version:
+            self._flush_stats()
+            return False
+        active, dropped = self.compute(groups)
         changed, removed = registry.publish_targets(self.redis, active, dropped)
         if changed:
             log.info("target registry updated: %d active, %d dropped", len(active), len(dropped))
         if removed and self.on_removed is not None:
             self.on_removed(removed)
+        self._last_inputs = inputs
+        self._last_version = registry.registry_version(self.redis)
+        self._flush_stats()
         return changed
+
+    def _flush_stats(self) -> None:
+        counts = stats.drain()
+        if counts:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, value in counts.items():
+                pipe.hincrbyfloat(registry.STATS_KEY, key, value)
+            pipe.execute()
 
 
 def run(config_file: str, client: redis.Redis, refresh_interval: float,

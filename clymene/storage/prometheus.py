@@ -118,6 +118,7 @@ class RemoteWriteStorage:
             s for s in (password, urllib.parse.unquote(password), parts.query, bearer_token) if s
         ]
         self._session = requests.Session()
+        self._session.trust_env = False  # no proxy lookups per request, as in Prometheus
         self._session.headers.update(headers or {})
         # These are the protocol: user-supplied headers cannot replace them.
         self._session.headers.update(
