@@ -35,6 +35,7 @@ return 0
 """
 
 
+STATS_FLUSH_INTERVAL = 1.0  # seconds
 DEFAULT_LOCK_MS = 120_000  # until the target's own lifetime is known
 
 
@@ -61,7 +62,8 @@ class Runner:
         self._config: tuple[str, Any] | None = None  # (rev, Config)
         self._jobs: dict[tuple[str, str], tuple[Fetcher, loop.ScrapeSettings, list]] = {}
         self._memory: dict[str, _TargetMemory] = {}
-        self._lock_ms: dict[str, int] = {}  # lock lifetime per target: timeout + write budget
+        self._lock_ms: dict[str, int] = {}
+        self._last_flush = 0.0  # lock lifetime per target: timeout + write budget
 
     # -- lookups, cached per process ------------------------------------------------
     def _parse_target(self, raw: bytes) -> Target:
@@ -270,7 +272,13 @@ class Runner:
             out[labels] = loop.fingerprint(labels)
         return out
 
-    def _flush_stats(self, pipe: Any = None) -> None:
+    def _flush_stats(self, pipe: Any = None, force: bool = False) -> None:
+        """Add this process' counters to Redis; at most once a second unless forced, so
+        that counting costs a few Redis commands per second, not per scrape."""
+        now = time.monotonic()
+        if not force and now - self._last_flush < STATS_FLUSH_INTERVAL:
+            return
+        self._last_flush = now
         counts = stats.drain()
         if not counts:
             return
@@ -281,6 +289,15 @@ class Runner:
             pipe.hincrbyfloat(registry.STATS_KEY, key, value)
         if own:
             pipe.execute()
+
+    def close(self) -> None:
+        """Flush what is left (the worker process is stopping)."""
+        try:
+            self._flush_stats(force=True)
+        except redis.RedisError as exc:
+            log.warning("could not flush counters at exit: %s", exc)
+        for storage in self.storages:
+            storage.close()
 
 
 def _encode_series(series: dict[loop.Labels, int]) -> bytes:

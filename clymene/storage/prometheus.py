@@ -21,11 +21,12 @@ Counters (clymene.stats), all labelled `storage` with the storage's name:
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import time
 import urllib.parse
 
-import requests
+import urllib3
 
 from clymene import stats
 from clymene.storage import Sample, WriteError
@@ -117,11 +118,11 @@ class RemoteWriteStorage:
         self._secrets = [
             s for s in (password, urllib.parse.unquote(password), parts.query, bearer_token) if s
         ]
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxy lookups per request, as in Prometheus
-        self._session.headers.update(headers or {})
+        # urllib3 directly: requests' per-request preparation cost as much as the send.
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
+        self._headers = dict(headers or {})
         # These are the protocol: user-supplied headers cannot replace them.
-        self._session.headers.update(
+        self._headers.update(
             {
                 "Content-Encoding": "snappy",
                 "Content-Type": "application/x-protobuf",
@@ -129,11 +130,17 @@ class RemoteWriteStorage:
                 "User-Agent": user_agent or DEFAULT_USER_AGENT,
             }
         )
+        if basic_auth is None and parts.username is not None:
+            # user:password@ in the URL means basic auth (as requests and Go's client do).
+            basic_auth = (urllib.parse.unquote(parts.username),
+                          urllib.parse.unquote(parts.password or ""))
+            self.url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         if basic_auth is not None:
-            self._session.auth = basic_auth
+            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
             self._secrets.append(basic_auth[1])
         elif bearer_token:
-            self._session.headers["Authorization"] = f"Bearer {bearer_token}"
+            self._headers["Authorization"] = f"Bearer {bearer_token}"
         for key, value in (headers or {}).items():
             if key.lower() == "authorization":
                 self._secrets.append(value)
@@ -156,7 +163,7 @@ class RemoteWriteStorage:
             stats.inc("clymene_storage_samples_written_total", len(chunk), storage=self.name)
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -180,22 +187,25 @@ class RemoteWriteStorage:
             attempt += 1
             retry_after = 0.0
             try:
-                response = self._session.post(
+                response = self._pool.request(
+                    "POST",
                     self.url,
-                    data=body,
-                    timeout=min(self.timeout, remaining),
-                    allow_redirects=False,
+                    body=body,
+                    headers=self._headers,
+                    timeout=urllib3.Timeout(total=min(self.timeout, remaining)),
+                    redirect=False,
+                    retries=False,
                 )
-            except requests.RequestException as exc:
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 stats.inc("clymene_storage_requests_total", storage=self.name, code="error")
                 error = self._scrub(f"{type(exc).__name__}: {exc}")
             else:
-                code = response.status_code
+                code = response.status
                 stats.inc("clymene_storage_requests_total", storage=self.name, code=str(code))
                 stats.inc("clymene_storage_bytes_sent_total", len(body), storage=self.name)
                 if 200 <= code < 300:
                     return
-                text = response.content[:MAX_ERROR_BODY].decode("utf-8", "replace")
+                text = response.data[:MAX_ERROR_BODY].decode("utf-8", "replace")
                 error = self._scrub(
                     f"server returned HTTP {code} {response.reason or ''}".rstrip() + f": {text}"
                 )

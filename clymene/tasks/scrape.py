@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from clymene import settings as settings_module
 from clymene.app import app
@@ -36,6 +36,13 @@ def _fresh_runner_per_process(**_: object) -> None:
     # Forked pool processes must not share the parent's sockets.
     global _runner
     _runner = None
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_at_exit(**_: object) -> None:
+    if _runner is not None:
+        _runner.close()
 
 
 @app.task(name="clymene.scrape", ignore_result=True)
