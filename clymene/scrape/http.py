@@ -1,16 +1,37 @@
-"""HTTP fetch of a target, the way Prometheus asks for it.
+"""HTTP fetch of a target, the way Prometheus 2.42 asks for it.
 
 One `Fetcher` per job configuration holds a requests.Session, so connections to a target
 are reused by the worker process. Auth files (password_file, credentials_file,
 bearer_token_file) are read at each scrape, so a rotated secret is picked up.
+
+Error texts are those of Prometheus' targets page (Go's net/http client), checked
+against the Prometheus 2.42 binary: `Get "URL": ...` for request errors,
+`server returned HTTP status 500 Internal Server Error`, `body size limit exceeded`,
+`context deadline exceeded`. The body is read raw and gunzipped here (only for
+`Content-Encoding: gzip`, as Prometheus), so body_size_limit bounds the decompressed size
+without ever inflating more than that.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
+import ipaddress
+import socket
+import ssl
+import sys
+import threading
 import time
+import warnings
+import zlib
+from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.ssl_ import create_urllib3_context
 
 from clymene import __version__
 
@@ -20,6 +41,15 @@ ACCEPT_HEADER = (
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 USER_AGENT = f"clymene/{__version__}"
+DEADLINE = "context deadline exceeded"
+BODY_SIZE_LIMIT = "body size limit exceeded"
+_READ_SIZE = 65536
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer
+_TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+# insecure_skip_verify is the operator's explicit choice; Prometheus does not warn either.
+warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
 
 class ScrapeError(Exception):
@@ -27,111 +57,394 @@ class ScrapeError(Exception):
 
 
 def _format_seconds(seconds: float) -> str:
-    # Go's strconv.FormatFloat(f, 'f', -1, 64): shortest form, no exponent, "10" not "10.0".
-    text = repr(float(seconds))
-    if "e" in text or "E" in text:
-        text = f"{seconds:.9f}".rstrip("0").rstrip(".")
-    return text[:-2] if text.endswith(".0") else text
+    # strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64): Seconds() of the nanosecond
+    # duration, shortest round-trip digits, never an exponent ("10", "0.5", "2.25").
+    whole, nanos = divmod(round(seconds * 1e9), 1_000_000_000)
+    text = format(Decimal(repr(whole + nanos / 1e9)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
-def _read_file(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip()
+class _Session(requests.Session):
+    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+        # Prometheus' auth round trippers set the header on every request, redirects to
+        # other hosts included; requests would drop it there.
+        return
+
+
+class _TLSAdapter(HTTPAdapter):
+    """HTTPS with tls_config.server_name (SNI and the name verified) and min/max_version."""
+
+    def __init__(self, server_name: str, min_version: str, max_version: str) -> None:
+        self._server_name = server_name
+        self._versions = (min_version, max_version)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        ctx = create_urllib3_context()
+        if self._versions[0]:
+            ctx.minimum_version = _TLS_VERSIONS[self._versions[0]]
+        if self._versions[1]:
+            ctx.maximum_version = _TLS_VERSIONS[self._versions[1]]
+        kwargs["ssl_context"] = ctx
+        if self._server_name:
+            kwargs["server_hostname"] = self._server_name
+            kwargs["assert_hostname"] = self._server_name
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _Watchdog:
+    """Shuts the response's socket down at the scrape deadline.
+
+    requests' timeout bounds each socket read only: a target trickling its body byte by
+    byte would hold the scrape forever. A blocked read returns when the socket is shut
+    down; `fired` then tells the reader why.
+    """
+
+    def __init__(self, response: requests.Response, seconds: float) -> None:
+        self.fired = False
+        connection = getattr(response.raw, "_connection", None)
+        self._sock = getattr(connection, "sock", None)
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self._sock is not None:
+            try:
+                # The plain socket's shutdown, also for TLS: wakes the reader, no TLS close.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class Fetcher:
     """Fetches targets of one job with its auth and TLS settings.
 
-    tls_config.server_name is not applied: requests cannot override SNI per request.
+    The scrape timeout is one deadline for the body (see _Watchdog); until the response
+    headers arrive it bounds the connect and each read instead, so only a target that
+    trickles its headers (or slow redirect chains) can overrun it.
     """
 
     def __init__(self, scrape_config: Any):
         sc = scrape_config
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.headers.update({
             "Accept": ACCEPT_HEADER,
             "Accept-Encoding": "gzip",
             "User-Agent": USER_AGENT,
         })
+        # Go's client makes at most 10 requests: the 10th redirect is an error.
+        self.session.max_redirects = 9
+        self.session.trust_env = False  # like Prometheus: no proxy, netrc or CA from the env
         client = sc.http_client
         self.follow_redirects = client.follow_redirects
         self.body_size_limit = max(0, int(sc.body_size_limit or 0))
         self._basic = client.basic_auth
         self._authorization = client.authorization  # bearer_token(_file) end up here too
         tls = client.tls_config
+        self._server_name = tls.server_name
         if tls.insecure_skip_verify:
             self.session.verify = False
         elif tls.ca_file:
             self.session.verify = tls.ca_file
         if tls.cert_file:
             self.session.cert = (tls.cert_file, tls.key_file)
+        if tls.server_name or tls.min_version or tls.max_version:
+            self.session.mount("https://", _TLSAdapter(
+                tls.server_name, tls.min_version, tls.max_version))
         if client.proxy_url:
             self.session.proxies = {"http": client.proxy_url, "https": client.proxy_url}
-        else:
-            self.session.trust_env = False  # like Prometheus: no proxy from the environment
 
-    def _auth_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        auth = self._authorization
-        if auth is not None and (auth.credentials or auth.credentials_file):
-            cred = auth.credentials or _read_file(auth.credentials_file)
-            headers["Authorization"] = f"{auth.type or 'Bearer'} {cred}"
-        return headers
-
-    def _basic_auth(self) -> tuple[str, str] | None:
+    def _auth(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The Authorization header and the secrets in it (kept out of error texts);
+        raises OSError with Prometheus' text for an unreadable secret file."""
         b = self._basic
-        if b is None or not (b.username or b.password or b.password_file):
-            return None
-        password = b.password or (_read_file(b.password_file) if b.password_file else "")
-        return (b.username, password)
+        if b is not None:
+            password = b.password
+            if b.password_file:
+                password = _read_secret(b.password_file, "basic auth password file")
+            # UTF-8, as Go's SetBasicAuth (requests would use latin-1).
+            token = base64.b64encode(f"{b.username}:{password}".encode()).decode()
+            return {"Authorization": f"Basic {token}"}, (token, password)
+        a = self._authorization
+        if a is not None and (a.credentials or a.credentials_file):
+            cred = a.credentials or _read_secret(
+                a.credentials_file, "authorization credentials file")
+            # Bytes go out as they are (UTF-8, like Go); a str would have to be latin-1.
+            return {"Authorization": f"{a.type or 'Bearer'} {cred}".encode()}, (cred,)
+        return {}, ()
 
     def fetch(self, url: str, timeout: float) -> tuple[bytes, str]:
         """GET the target: (body, content type). Raises ScrapeError with Prometheus' wording."""
         deadline = time.monotonic() + timeout
-        headers = self._auth_headers()
-        headers["X-Prometheus-Scrape-Timeout-Seconds"] = _format_seconds(timeout)
         try:
-            resp = self.session.get(url, headers=headers, auth=self._basic_auth(),
-                                    timeout=timeout, stream=True,
-                                    allow_redirects=self.follow_redirects)
-        except requests.Timeout:
-            raise ScrapeError(f'Get "{url}": context deadline exceeded') from None
-        except requests.RequestException as exc:
-            raise ScrapeError(f'Get "{url}": {_short_reason(exc)}') from None
+            headers, secrets = self._auth()
         except OSError as exc:
             raise ScrapeError(f'Get "{url}": {exc}') from None
+        headers["X-Prometheus-Scrape-Timeout-Seconds"] = _format_seconds(timeout)
+        try:
+            resp = self.session.get(url, headers=headers, timeout=timeout, stream=True,
+                                    allow_redirects=self.follow_redirects)
+        except requests.Timeout:
+            raise ScrapeError(f'Get "{url}": {DEADLINE}') from None
+        except requests.TooManyRedirects as exc:
+            location = exc.response.headers.get("Location", "") if exc.response is not None else ""
+            raise ScrapeError(f'Get "{location}": stopped after 10 redirects') from None
+        except requests.exceptions.InvalidHeader:
+            # Go's text, without the value: it may be a secret.
+            raise ScrapeError(
+                f'Get "{url}": net/http: invalid header field value for "Authorization"') from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
+                ValueError) as exc:
+            reason = _scrub(_reason(exc, url, self._server_name), secrets)
+            raise ScrapeError(f'Get "{url}": {reason}') from None
         with resp:
             if resp.status_code != 200:
-                raise ScrapeError(f"server returned HTTP status {resp.status_code} {resp.reason}")
-            limit = self.body_size_limit
-            chunks = []
-            size = 0
+                status = f"{resp.status_code} {resp.reason}" if resp.reason else str(resp.status_code)
+                raise ScrapeError(f"server returned HTTP status {status}")
+            limit = self.body_size_limit or sys.maxsize
+            watchdog = _Watchdog(resp, deadline - time.monotonic())
             try:
-                for chunk in resp.iter_content(65536):
-                    size += len(chunk)
-                    if limit and size > limit:
-                        raise ScrapeError(
-                            f"body size limit exceeded: the response is larger than {limit} bytes")
-                    chunks.append(chunk)
-                    # requests' timeout is per socket read; a scrape has one deadline in all.
-                    if time.monotonic() > deadline:
-                        raise ScrapeError(f'Get "{url}": context deadline exceeded')
-            except requests.RequestException as exc:
-                if isinstance(exc, requests.ConnectionError) and "timed out" in str(exc):
-                    raise ScrapeError(f'Get "{url}": context deadline exceeded') from None
-                raise ScrapeError(f'Get "{url}": {_short_reason(exc)}') from None
-            return b"".join(chunks), resp.headers.get("Content-Type", "")
+                raw = _RawBody(resp)
+                if resp.headers.get("Content-Encoding") == "gzip":
+                    body = _gunzip(raw.chunks(), limit)
+                else:
+                    body = _read_all(raw.chunks(), limit)
+                raw.check_complete()
+            except (requests.RequestException, urllib3.exceptions.HTTPError,
+                    http.client.HTTPException, OSError) as exc:
+                if watchdog.fired or _is_timeout(exc):
+                    raise ScrapeError(DEADLINE) from None
+                raise ScrapeError(_scrub(_reason(exc, url), secrets)) from None
+            except ScrapeError:
+                if watchdog.fired:
+                    raise ScrapeError(DEADLINE) from None
+                raise
+            finally:
+                watchdog.cancel()
+            if watchdog.fired:
+                raise ScrapeError(DEADLINE)
+            return body, resp.headers.get("Content-Type", "")
 
 
-def _short_reason(exc: BaseException) -> str:
-    # requests nests urllib3 errors deeply; the innermost reason is what an operator needs.
-    reason: BaseException = exc
-    while reason.args and isinstance(reason.args[0], BaseException):
-        reason = reason.args[0]
-    inner = getattr(reason, "reason", None)
-    if isinstance(inner, BaseException):
-        reason = inner
-    text = str(reason)
-    if "Connection refused" in text:
-        return "connection refused"
+class _RawBody:
+    """The response body as sent (no transparent decoding), with its length checked
+    against Content-Length: Go reports a short body as "unexpected EOF"."""
+
+    def __init__(self, resp: requests.Response) -> None:
+        self._raw = resp.raw
+        self.size = 0
+        length = resp.headers.get("Content-Length", "")
+        chunked = "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+        self._expected = int(length) if length.isdigit() and not chunked else -1
+
+    def chunks(self) -> Any:
+        for chunk in self._raw.stream(_READ_SIZE, decode_content=False):
+            self.size += len(chunk)
+            yield chunk
+
+    def check_complete(self) -> None:
+        if 0 <= self.size < self._expected:
+            raise ScrapeError("unexpected EOF")
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<secret>")
     return text
+
+
+def _read_all(chunks: Any, limit: int) -> bytes:
+    parts = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        # Prometheus reads at most `limit` bytes and fails when it got all of them.
+        if size >= limit:
+            raise ScrapeError(BODY_SIZE_LIMIT)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _gunzip(chunks: Any, limit: int) -> bytes:
+    """Decompress a gzip body (members one after another, like Go's gzip.Reader), never
+    inflating more than the limit allows."""
+    parts = []
+    size = 0
+    seen = False
+    d = zlib.decompressobj(_GZIP_WBITS)
+    for chunk in chunks:
+        pending = chunk
+        while pending:
+            seen = True
+            if d.eof:
+                d = zlib.decompressobj(_GZIP_WBITS)
+            try:
+                piece = d.decompress(pending, limit - size)
+            except zlib.error as exc:
+                raise ScrapeError(_gzip_error(exc)) from None
+            size += len(piece)
+            if size >= limit:
+                raise ScrapeError(BODY_SIZE_LIMIT)
+            parts.append(piece)
+            pending = d.unused_data if d.eof else d.unconsumed_tail
+    if not seen:
+        raise ScrapeError("EOF")
+    if not d.eof:
+        raise ScrapeError("unexpected EOF")
+    return b"".join(parts)
+
+
+def _gzip_error(exc: zlib.error) -> str:
+    text = str(exc)
+    if "header check" in text or "compression method" in text:
+        return "gzip: invalid header"
+    if "data check" in text or "length check" in text:
+        return "gzip: invalid checksum"
+    return "flate: corrupt input"
+
+
+def _read_secret(path: str, what: str) -> str:
+    """A secret file's content, trimmed (Go's strings.TrimSpace); OSError in
+    Prometheus' words when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except IsADirectoryError:
+        raise OSError(f"unable to read {what} {path}: read {path}: is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OSError(f"unable to read {what} {path}: open {path}: {_errno_text(exc)}") from None
+
+
+def _errno_text(exc: BaseException) -> str:
+    # Go's errno texts are the C ones starting lower case: "no such file or directory".
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return any(isinstance(e, (TimeoutError, socket.timeout, requests.Timeout,
+                              urllib3.exceptions.TimeoutError)) for e in _causes(exc))
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps: requests and urllib3 nest the socket or
+    TLS error in args, `.reason`, or the exception context."""
+    found: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if any(e is f for f in found):
+            continue
+        found.append(e)
+        for inner in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__):
+            if isinstance(inner, BaseException):
+                stack.append(inner)
+    return found
+
+
+def _reason(exc: BaseException, url: str, server_name: str = "") -> str:
+    """What Go's client would say for this failure, as far as Python exposes it."""
+    causes = _causes(exc)
+    for e in causes:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return _x509_text(e)
+    for e in causes:
+        if type(e).__name__ == "CertificateError":  # urllib3's own hostname check
+            return _hostname_text(e, server_name or _host_port(url)[0])
+    for e in causes:
+        if isinstance(e, ssl.SSLError):
+            return _tls_text(e)
+    host, port = _host_port(url)
+    for e in causes:
+        if isinstance(e, socket.gaierror):
+            return f"dial tcp: lookup {host}: no such host"
+    connecting = any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in causes)
+    for e in causes:
+        if isinstance(e, OSError) and e.errno and connecting:
+            return f"dial tcp {_join_host_port(host, port)}: connect: {_errno_text(e)}"
+    for e in causes:
+        if isinstance(e, http.client.RemoteDisconnected):
+            return "EOF"  # closed without an answer
+        if isinstance(e, http.client.IncompleteRead):
+            return "unexpected EOF"
+    for e in causes:
+        if isinstance(e, OSError) and e.errno:
+            return f"read: {_errno_text(e)}"
+    return str(causes[-1])
+
+
+# OpenSSL alert reasons whose Go (crypto/tls) text is not just the name in lower case.
+_GO_ALERTS = {
+    "BAD_RECORD_MAC": "bad record MAC",
+    "CERTIFICATE_REVOKED": "revoked certificate",
+    "CERTIFICATE_EXPIRED": "expired certificate",
+    "CERTIFICATE_UNKNOWN": "unknown certificate",
+    "UNKNOWN_CA": "unknown certificate authority",
+    "DECODE_ERROR": "error decoding message",
+    "DECRYPT_ERROR": "error decrypting message",
+    "PROTOCOL_VERSION": "protocol version not supported",
+    "INSUFFICIENT_SECURITY": "insufficient security level",
+    "USER_CANCELLED": "user canceled",
+    "UNKNOWN_PSK_IDENTITY": "unknown PSK identity",
+}
+
+
+def _x509_text(e: ssl.SSLCertVerificationError) -> str:
+    code = e.verify_code
+    if code in (2, 18, 19, 20, 21):  # no trusted issuer found: Go's UnknownAuthorityError
+        return "x509: certificate signed by unknown authority"
+    if code in (9, 10):
+        return "x509: certificate has expired or is not yet valid"
+    return f"x509: {e.verify_message}"
+
+
+def _hostname_text(e: BaseException, host: str) -> str:
+    # Go's x509.HostnameError texts, from the certificate urllib3 attaches.
+    cert = getattr(e, "_peer_cert", None) or {}
+    sans = cert.get("subjectAltName", ())
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        valid = ", ".join(v for k, v in sans if k == "DNS")
+    else:
+        host = host.strip("[]")
+        ips = [str(ipaddress.ip_address(v.strip())) for k, v in sans if k == "IP Address"]
+        if not ips:
+            return f"x509: cannot validate certificate for {host} because it doesn't contain any IP SANs"
+        valid = ", ".join(ips)
+    if not valid:
+        return f"x509: certificate is not valid for any names, but wanted to match {host}"
+    return f"x509: certificate is valid for {valid}, not {host}"
+
+
+def _tls_text(e: ssl.SSLError) -> str:
+    reason = e.reason or ""
+    if "_ALERT_" in reason:
+        alert = reason.split("_ALERT_", 1)[1]
+        return f"remote error: tls: {_GO_ALERTS.get(alert, alert.lower().replace('_', ' '))}"
+    if reason == "WRONG_VERSION_NUMBER":
+        return "tls: first record does not look like a TLS handshake"
+    if isinstance(e, ssl.SSLEOFError):
+        return "EOF"
+    return f"tls: {reason.lower().replace('_', ' ') or e}"
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname or "", port or (443 if parts.scheme == "https" else 80)
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

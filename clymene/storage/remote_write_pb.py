@@ -34,6 +34,7 @@ _unpack_double = struct.Struct("<d").unpack_from
 # Encoded `labels` fields of a TimeSeries per Labels tuple: the same series come back
 # every scrape, so their bytes are built once. Cleared when it grows past the bound.
 _label_cache: dict[Labels, bytes] = {}
+_id_cache: dict[int, tuple[Labels, bytes]] = {}
 LABEL_CACHE_MAX = 200_000
 
 
@@ -68,16 +69,65 @@ def _encode_labels(labels: Labels) -> bytes:
     return encoded
 
 
+def _labels_bytes(labels: Labels) -> bytes:
+    """Encoded labels, found by the tuple's identity first (scrape caches hand the same
+    tuple object over every scrape), then by value."""
+    entry = _id_cache.get(id(labels))
+    if entry is not None and entry[0] is labels:
+        return entry[1]
+    lb = _label_cache.get(labels)
+    if lb is None:
+        lb = _encode_labels(labels)
+    if len(_id_cache) >= LABEL_CACHE_MAX:
+        _id_cache.clear()
+    # The entry holds the tuple, so its id cannot be reused while the entry exists.
+    _id_cache[id(labels)] = (labels, lb)
+    return lb
+
+
 def encode_write_request(batch: list[Sample]) -> bytes:
     """Serialize a batch as a `WriteRequest`: one TimeSeries per distinct labels (in
     order of first appearance), holding that series' samples in batch order."""
+    if len({s[0] for s in batch}) == len(batch):
+        return _encode_unique(batch)
+    return _encode_grouped(batch)
+
+
+def _encode_unique(batch: list[Sample]) -> bytes:
+    # Every labels once (a scrape's batch): one TimeSeries per sample, in one pass.
+    out: list[bytes] = []
+    append = out.append
+    last_ts: int | None = None
+    ts_bytes = b""
+    small = _SMALL
+    pack = _pack_double
+    idc = _id_cache
+    for labels, value, ts in batch:
+        if ts != last_ts:
+            last_ts = ts
+            ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
+        entry = idc.get(id(labels))
+        lb = entry[1] if entry is not None and entry[0] is labels else _labels_bytes(labels)
+        vb = pack(value)
+        inner = ts_bytes if vb == _ZERO8 else b"\x09" + vb + ts_bytes
+        n = len(lb) + len(inner) + 2
+        if n < 0x80:
+            head = small[n]
+        elif n < 0x4000:
+            head = bytes(((n & 0x7F) | 0x80, n >> 7))
+        else:
+            head = _varint(n)
+        append(b"\x0a" + head + lb + b"\x12" + small[len(inner)] + inner)
+    return b"".join(out)
+
+
+def _encode_grouped(batch: list[Sample]) -> bytes:
     groups: dict[Labels, list[bytes]] = {}
     last_ts: int | None = None
     ts_bytes = b""
     small = _SMALL
     pack = _pack_double
     for labels, value, ts in batch:
-        # Samples of one scrape share their timestamp: encode it once.
         if ts != last_ts:
             last_ts = ts
             ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
@@ -92,21 +142,12 @@ def encode_write_request(batch: list[Sample]) -> bytes:
 
     parts: list[bytes] = []
     append = parts.append
-    cache = _label_cache
     for labels, samples in groups.items():
-        lb = cache.get(labels)
-        if lb is None:
-            lb = _encode_labels(labels)
-        if len(samples) == 1:
-            sample = samples[0]
-            append(b"\x0a" + _varint(len(lb) + len(sample)))
-            append(lb)
-            append(sample)
-        else:
-            joined = b"".join(samples)
-            append(b"\x0a" + _varint(len(lb) + len(joined)))
-            append(lb)
-            append(joined)
+        lb = _labels_bytes(labels)
+        joined = samples[0] if len(samples) == 1 else b"".join(samples)
+        append(b"\x0a" + _varint(len(lb) + len(joined)))
+        append(lb)
+        append(joined)
     return b"".join(parts)
 
 
