@@ -216,11 +216,14 @@ def cmd_run(settings: settings_module.Settings) -> int:
     if redis_proc is not None:
         children.append(("redis", redis_proc))
         log.info("started an embedded Redis at %s", url)
-    concurrency = settings.worker_concurrency or os.cpu_count() or 2
+    cpus = os.cpu_count() or 2
+    concurrency = settings.worker_concurrency or (8 * cpus if settings.worker_pool == "threads"
+                                                  else cpus)
     commands = [
         ("discovery", [sys.executable, "-m", "clymene", "discovery"]),
         ("beat", [sys.executable, "-m", "clymene", "beat"]),
-        ("worker", [sys.executable, "-m", "clymene", "worker", "--concurrency", str(concurrency)]),
+        ("worker", [sys.executable, "-m", "clymene", "worker", "--concurrency", str(concurrency),
+                    "--pool", settings.worker_pool]),
         ("web", [sys.executable, "-m", "clymene", "web"]),
     ]
     stopping = threading.Event()

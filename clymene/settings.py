@@ -100,7 +100,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--web.tls.cert-file", "web_tls_cert_file", "", "Serve the web server over TLS."),
     Flag("--web.tls.key-file", "web_tls_key_file", "", "Key of --web.tls.cert-file."),
     Flag("--worker.concurrency", "worker_concurrency", "0",
-         "Scrape worker processes started by `clymene run` (0 = number of CPUs).", int),
+         "Concurrent scrapes of the worker started by `clymene run` "
+         "(0 = 8 per CPU for threads, 1 per CPU for prefork).", int),
+    Flag("--worker.pool", "worker_pool", "threads",
+         "Celery pool of the worker started by `clymene run`: threads (scrapes wait on the "
+         "network, and threads cost no hand-off between processes) or prefork."),
     Flag("--discovery.refresh-interval", "discovery_refresh_interval", "1s",
          "How often discovery checks config and file_sd files for changes.", parse_duration),
     Flag("--log-level", "log_level", "info", "debug, info, warn or error."),
@@ -126,6 +130,7 @@ class Settings:
     web_tls_cert_file: str
     web_tls_key_file: str
     worker_concurrency: int
+    worker_pool: str
     discovery_refresh_interval: float
     log_level: str
 

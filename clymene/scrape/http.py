@@ -15,8 +15,10 @@ without ever inflating more than that.
 from __future__ import annotations
 
 import base64
+import heapq
 import http.client
 import ipaddress
+import os
 import socket
 import ssl
 import sys
@@ -99,18 +101,18 @@ class _Watchdog:
 
     requests' timeout bounds each socket read only: a target trickling its body byte by
     byte would hold the scrape forever. A blocked read returns when the socket is shut
-    down; `fired` then tells the reader why.
+    down; `fired` then tells the reader why. One reaper thread per process serves every
+    watchdog (a thread per scrape would cost more than the scrape's parsing).
     """
 
     def __init__(self, response: requests.Response, seconds: float) -> None:
         self.fired = False
+        self.cancelled = False
         connection = getattr(response.raw, "_connection", None)
         self._sock = getattr(connection, "sock", None)
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _REAPER.watch(time.monotonic() + max(0.0, seconds), self)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         self.fired = True
         if self._sock is not None:
             try:
@@ -120,7 +122,52 @@ class _Watchdog:
                 pass
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        self.cancelled = True
+
+
+class _Reaper:
+    """A daemon thread that fires watchdogs whose deadline passed and were not cancelled."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watchdog]] = []
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def watch(self, deadline: float, dog: _Watchdog) -> None:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
+                self._heap = []
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="scrape-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline, self._seq, dog))
+            if self._heap[0][2] is dog:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                # Drop the cancelled ones at the front, then sleep until the earliest.
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, _, dog = heapq.heappop(self._heap)
+                if not dog.cancelled:
+                    dog.fire()
+                # Cancelled entries deeper in the heap are dropped when they surface.
+
+
+_REAPER = _Reaper()
 
 
 class Fetcher:

@@ -29,6 +29,21 @@ from clymene.storage import Storage, WriteError
 
 log = logging.getLogger(__name__)
 
+# Take the target's lock; return [locked, target JSON or "", series fingerprint or ""].
+_BEGIN = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, '', ''} end
+local target = redis.call('hget', KEYS[2], ARGV[3]) or ''
+local fp = redis.call('hget', KEYS[3], 'series_fp') or ''
+return {1, target, fp}
+"""
+
+# Save the scrape state (field/value pairs after the token), then release the lock.
+_FINISH = """
+redis.call('hset', KEYS[1], unpack(ARGV, 2))
+if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[2]) end
+return 1
+"""
+
 _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -58,6 +73,8 @@ class Runner:
         self.redis = client
         self.storages = storages
         self._release = client.register_script(_RELEASE_LOCK)
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
         self._targets: dict[str, Target] = {}
         self._config: tuple[str, Any] | None = None  # (rev, Config)
         self._jobs: dict[tuple[str, str], tuple[Fetcher, loop.ScrapeSettings, list]] = {}
@@ -123,17 +140,15 @@ class Runner:
         state_key = registry.state_key(target_id)
         # One round trip: take the lock, read the target as the registry has it now (it
         # may have been removed since beat sent this task) and the state's fingerprint.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(lock, token, nx=True, px=self._lock_ms.get(target_id, DEFAULT_LOCK_MS))
-        pipe.hget(registry.TARGETS_KEY, target_id)
-        pipe.hget(state_key, "series_fp")
-        locked, raw, stored_fp = pipe.execute()
+        locked, raw, stored_fp = self._begin(
+            keys=[lock, registry.TARGETS_KEY, state_key],
+            args=[token, self._lock_ms.get(target_id, DEFAULT_LOCK_MS), target_id])
         if not locked:
             # The previous scrape of this target is still running or writing.
             stats.inc("clymene_scrapes_skipped_total", reason="overlap")
             self._flush_stats()
             return "skipped"
-        if raw is None:
+        if not raw:
             stats.inc("clymene_scrapes_skipped_total", reason="unknown_target")
             self._release(keys=[lock], args=[token])
             self._flush_stats()
@@ -198,13 +213,14 @@ class Runner:
             "series_fp": new_fp,
             "interval": repr(target.interval),
         }
-        pipe = self.redis.pipeline(transaction=False)
+        fields: list[Any] = [token]
+        for key, value in state.items():
+            fields += (key, value)
         if new_fp != memory.series_fp:
-            pipe.hset(state_key, "series", _encode_series(outcome.series))
-        pipe.hset(state_key, mapping=state)
-        self._flush_stats(pipe)
-        self._release(keys=[lock], args=[token], client=pipe)
-        pipe.execute()
+            fields += ("series", _encode_series(outcome.series))
+        # One round trip: save the state and release the lock (if still ours).
+        self._finish(keys=[state_key, lock], args=fields)
+        self._flush_stats()
         memory.series = outcome.series
         memory.series_fp = new_fp
         return "up" if outcome.up else "down"
