@@ -36,7 +36,9 @@ app.conf.update(
     worker_send_task_events=False,
     task_send_sent_event=False,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": 3600},
+    # No unacked bookkeeping in Redis (two round trips per task): a scrape lost with a
+    # crashed worker is one missed interval, the same as a late one, which is dropped.
+    broker_transport_options={"ack_emulation": False},
     beat_scheduler="clymene.beat_schedule:TargetScheduler",
     beat_max_loop_interval=1.0,
     worker_hijack_root_logger=False,

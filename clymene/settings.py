@@ -87,6 +87,9 @@ FLAGS: tuple[Flag, ...] = (
          "Timeout of one remote write request.", parse_duration),
     Flag("--prometheus.remote.user-agent", "prometheus_remote_user_agent", "",
          "User-Agent header of remote write requests (default clymene/<version>)."),
+    Flag("--prometheus.remote.max-samples-per-send", "prometheus_remote_max_samples_per_send",
+         "2000", "Most samples in one remote write request; a scrape's batch is split "
+         "in order, nothing lost at the boundaries.", int),
     Flag("--storage.file.path", "data_dir", "data",
          "Directory of the file storage (one JSON line per sample)."),
     Flag("--storage.file.max-bytes", "file_max_bytes", "100MiB",
@@ -122,6 +125,7 @@ class Settings:
     prometheus_remote_url: str
     prometheus_remote_timeout: float
     prometheus_remote_user_agent: str
+    prometheus_remote_max_samples_per_send: int
     data_dir: str
     file_max_bytes: int
     web_listen_address: str

@@ -1,22 +1,53 @@
 """One scrape's samples, Prometheus' way: labels, metric relabeling, limits, staleness, report.
 
+This is Prometheus 2.42's scrapeLoop.append and report (scrape/scrape.go), with the agent
+appender's rules, sample by sample:
+
+- samples are appended in exposition order while the document is parsed, so a document
+  that fails half way still counts what came before the error in scrape_samples_scraped,
+  scrape_samples_post_metric_relabeling and scrape_series_added (its samples are rolled
+  back and the scrape is down);
+- Prometheus keeps a per-target scrape cache of exposition series text. A series is
+  "added" when its text is not in that cache; the cache survives failed and empty scrapes
+  and forgets a series text only after a successful non-empty scrape that did not have it;
+- staleness: the series of the previous scrape that the current one did not append get a
+  StaleNaN. A failed scrape still counts the series it appended before failing, an empty
+  or failed scrape resets the reference set, samples with an explicit timestamp are not
+  tracked (nor marked stale);
+- sample_limit counts appended samples (after metric relabeling), label limits apply to a
+  series before external labels, a sample more than 10 minutes ahead is dropped, and a
+  sample older than the newest one of its series (explicit timestamps) is dropped as out
+  of order, as is a staleness marker older than that.
+
+One difference is deliberate: a series exposed twice in one scrape is written once (the
+first value), as a Prometheus server stores it. Prometheus' agent forwards both, and a
+Prometheus remote-write receiver answers such a request with 400, losing the whole batch.
+Both count the second sample in scrape_samples_post_metric_relabeling.
+
 This is the hot path. A per-target `SeriesCache` maps an exposition series text to its
 final, sorted label tuple (or to None when metric relabeling drops it), so an unchanged
 series line costs one dict lookup instead of a parse and a relabel. The cache lives in
 the worker's memory; a miss recomputes, so correctness never depends on which worker
-runs a scrape. What must carry over from one scrape to the next (the previous series set,
-for staleness markers and scrape_series_added) is passed in and out explicitly and kept in
-Redis by the runner.
+runs a scrape. What must carry over from one scrape to the next is a `ScrapeState`,
+passed in as `previous` and out as `ScrapeOutcome.series`: a dict of the series a
+target's next scrape compares with for staleness (also what end-of-run staleness marks
+stale), which also carries Prometheus' scrape-cache contents and the newest explicit
+timestamps. `encode_state` / `decode_state` store it; a plain dict of series (no cache
+contents) is accepted and then taken as the cache too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from clymene import relabel
-from clymene.scrape import STALE_NAN
+from clymene.scrape import STALE_NAN, STALE_NAN_BITS
 from clymene.scrape.parser import ParseError, parse, parse_series
 
 Labels = tuple[tuple[str, str], ...]
@@ -31,6 +62,10 @@ REPORT_NAMES = (
 )
 
 _CACHE_LIMIT = 200_000
+MAX_AHEAD_MS = 10 * 60 * 1000  # Prometheus refuses samples further in the future
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 class ScrapeFailure(Exception):
@@ -48,9 +83,69 @@ def fingerprint(labels: Labels) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+class ScrapeState(dict):
+    """What a target's next scrape needs from the previous ones.
+
+    The dict maps the series of Prometheus' staleness reference set (the series the
+    previous scrape appended) to their fingerprints. `cache` maps the exposition series
+    texts in Prometheus' scrape cache to True when they were seen since the cache was
+    last cleaned (they survive the next cleaning); `last_ts` holds the newest timestamp
+    appended for series that had an explicit timestamp."""
+
+    __slots__ = ("cache", "last_ts", "_extra_fp")
+
+    def __init__(self, series: dict[Labels, int] | None = None,
+                 cache: dict[str, bool] | None = None,
+                 last_ts: dict[Labels, int] | None = None) -> None:
+        super().__init__(series or {})
+        self.cache: dict[str, bool] | None = cache  # None: unknown, taken as the series
+        self.last_ts: dict[Labels, int] = last_ts or {}
+        self._extra_fp = ""
+
+
 def set_fingerprint(fps: dict[Labels, int]) -> str:
-    """Order-free fingerprint of a series set: the sum of its members' fingerprints."""
-    return format(sum(fps.values()) & 0xFFFFFFFFFFFFFFFF, "016x") + format(len(fps), "x")
+    """Order-free fingerprint of a state: the sum of its series' fingerprints, and (for a
+    ScrapeState) of its cache and timestamps."""
+    base = format(sum(fps.values()) & 0xFFFFFFFFFFFFFFFF, "016x") + format(len(fps), "x")
+    if isinstance(fps, ScrapeState) and (fps.cache or fps.last_ts):
+        if not fps._extra_fp:
+            h = hashlib.blake2b(digest_size=8)
+            for key in sorted(fps.cache or ()):
+                h.update(b"%s\xff%d\xfe" % (key.encode("utf-8", "surrogateescape"),
+                                             fps.cache[key]))  # type: ignore[index]
+            for labels, ts in sorted(fps.last_ts.items()):
+                h.update(repr((labels, ts)).encode("utf-8", "surrogateescape"))
+            fps._extra_fp = h.hexdigest()
+        base += "-" + fps._extra_fp
+    return base
+
+
+def encode_state(state: dict[Labels, int]) -> bytes:
+    """A state as compressed JSON: {"series": [[[name, value], ...], ...], "cache":
+    {series text: seen}, "last_ts": [[labels, ts], ...]}."""
+    doc: dict[str, Any] = {"series": [list(map(list, s)) for s in state]}
+    if isinstance(state, ScrapeState):
+        if state.cache is not None:
+            doc["cache"] = {k: int(v) for k, v in state.cache.items()}
+        if state.last_ts:
+            doc["last_ts"] = [[list(map(list, lb)), ts] for lb, ts in state.last_ts.items()]
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return zlib.compress(text.encode("utf-8", "surrogateescape"), 1)
+
+
+def decode_state(raw: bytes) -> ScrapeState:
+    """The inverse of encode_state (also reads a bare JSON list of series)."""
+    doc = json.loads(zlib.decompress(raw).decode("utf-8", "surrogateescape"))
+    if isinstance(doc, list):
+        doc = {"series": doc}
+    series = {}
+    for item in doc.get("series", []):
+        labels = tuple((n, v) for n, v in item)
+        series[labels] = fingerprint(labels)
+    cache = doc.get("cache")
+    return ScrapeState(series,
+                       {k: bool(v) for k, v in cache.items()} if cache is not None else None,
+                       {tuple((n, v) for n, v in lb): ts for lb, ts in doc.get("last_ts", [])})
 
 
 @dataclass
@@ -69,16 +164,17 @@ class ScrapeSettings:
 
 @dataclass
 class SeriesCache:
-    """Per-target cache: exposition series text -> (final labels, fingerprint) or None."""
+    """Per-target memo: exposition series text -> (final labels, fingerprint), None when
+    metric relabeling drops it, or the error message when the series fails the scrape."""
 
-    entries: dict[str, tuple[Labels, int] | None] = field(default_factory=dict)
+    entries: dict[str, tuple[Labels, int] | str | None] = field(default_factory=dict)
     config_key: str = ""
 
 
 @dataclass
 class ScrapeOutcome:
     samples: list[Sample]
-    series: dict[Labels, int]  # series of this scrape that staleness tracks, with fingerprints
+    series: ScrapeState  # the state the target's next scrape starts from
     up: bool
     error: str
     scraped: int
@@ -87,60 +183,112 @@ class ScrapeOutcome:
     stale_markers: int
 
 
-def _final_labels(exposed: tuple[tuple[str, str], ...], target_labels: dict[str, str],
-                  s: ScrapeSettings) -> Labels | None:
-    """Prometheus' mutateSampleLabels + metric relabeling + external labels, sorted."""
+# ---------------------------------------------------------------- labels of a sample
+
+
+def _go_quote(s: str) -> str:
+    """Go's strconv.Quote, close enough for error messages."""
+    out = ['"']
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _labels_string(labels: Labels) -> str:
+    """Prometheus' labels.String(): {a="b", c="d"}."""
+    return "{" + ", ".join(f"{n}={_go_quote(v)}" for n, v in labels) + "}"
+
+
+def _mutated(exposed: Any, target_labels: dict[str, str], s: ScrapeSettings
+             ) -> dict[str, str] | None:
+    """Prometheus' mutateSampleLabels: target labels (honor_labels, exported_*), then
+    metric relabeling. None when the series is dropped."""
+    present = {name for name, _ in exposed}
     lset = {name: value for name, value in exposed if value != ""}
     if s.honor_labels:
         for name, value in target_labels.items():
-            if name not in lset:
+            if name not in present:  # an exposed empty value counts as present
                 lset[name] = value
     else:
-        conflicts = [(name, lset[name]) for name in target_labels if lset.get(name)]
+        conflicts = sorted(((name, lset[name]) for name in target_labels if lset.get(name)),
+                           key=lambda nv: (len(nv[0]), nv[0]))
         lset.update(target_labels)
-        if conflicts:
-            conflicts.sort(key=lambda nv: len(nv[0]))
-            taken: set[str] = set()
-            exposed_names = {name for name, _ in exposed}
-            for name, value in conflicts:
-                new = name
-                while True:
-                    new = "exported_" + new
-                    if new not in exposed_names and new not in target_labels and new not in taken:
-                        break
-                taken.add(new)
-                lset[new] = value
+        taken: set[str] = set()
+        for name, value in conflicts:
+            new = name
+            while True:
+                new = "exported_" + new
+                if new not in present and new not in target_labels and new not in taken:
+                    break
+            taken.add(new)
+            lset[new] = value
+        lset = {k: v for k, v in lset.items() if v != ""}
     if s.metric_relabel:
         result = relabel.relabel(lset, s.metric_relabel)
         if not result:
             return None
         lset = result
+    return lset
+
+
+def _limit_error(labels: Labels, s: ScrapeSettings) -> str:
+    """Prometheus' verifyLabelLimits on the sorted labels (external labels not included)."""
+    name = dict(labels).get("__name__", "")[:50]
+    if s.label_limit and len(labels) > s.label_limit:
+        return (f"label_limit exceeded (metric: {name}, number of labels: {len(labels)}, "
+                f"limit: {s.label_limit})")
+    for lname, value in labels:
+        nlen = len(lname.encode("utf-8", "surrogateescape"))
+        if s.label_name_length_limit and nlen > s.label_name_length_limit:
+            return (f"label_name_length_limit exceeded (metric: {name}, label name: "
+                    f"{lname[:50]}, length: {nlen}, limit: {s.label_name_length_limit})")
+        vlen = len(value.encode("utf-8", "surrogateescape"))
+        if s.label_value_length_limit and vlen > s.label_value_length_limit:
+            return (f"label_value_length_limit exceeded (metric: {name}, label name: "
+                    f"{lname[:50]}, value: {_go_quote(value[:50])}, length: {vlen}, "
+                    f"limit: {s.label_value_length_limit})")
+    return ""
+
+
+def _resolve(exposed: Any, target_labels: dict[str, str], s: ScrapeSettings
+             ) -> tuple[Labels, int] | str | None:
+    """The final labels of an exposed series with their fingerprint, None when metric
+    relabeling drops it, or the error that fails the scrape (Prometheus' checks, in its
+    order: metric name present, names and values valid, label limits)."""
+    lset = _mutated(exposed, target_labels, s)
+    if lset is None:
+        return None
     if "__name__" not in lset:
-        raise ScrapeFailure("__name__ label is mandatory")
-    for name, value in s.external_labels.items():
-        if name not in lset:
-            lset[name] = value
-    return tuple(sorted((n, v) for n, v in lset.items() if v != ""))
-
-
-def _check_label_limits(labels: Labels, s: ScrapeSettings) -> None:
-    if s.label_limit and len(labels) - len(s.external_labels) > s.label_limit:
-        raise ScrapeFailure(f"label_limit exceeded (metric: {dict(labels).get('__name__')}, "
-                            f"number of labels: {len(labels)}, limit: {s.label_limit})")
+        return "missing metric name (__name__ label)"
+    labels = tuple(sorted(lset.items()))
     for name, value in labels:
-        if s.label_name_length_limit and len(name) > s.label_name_length_limit:
-            raise ScrapeFailure(f"label_name_length_limit exceeded (metric: "
-                                f"{dict(labels).get('__name__')}, label name: {name}, "
-                                f"limit: {s.label_name_length_limit})")
-        if s.label_value_length_limit and len(value) > s.label_value_length_limit:
-            raise ScrapeFailure(f"label_value_length_limit exceeded (metric: "
-                                f"{dict(labels).get('__name__')}, label name: {name}, "
-                                f"value: {value!r}, limit: {s.label_value_length_limit})")
+        if ((name == "__name__" and _METRIC_NAME.fullmatch(value) is None)
+                or _LABEL_NAME.fullmatch(name) is None or _SURROGATE.search(value)):
+            return "invalid metric name or label names: " + _labels_string(labels)
+    if s.label_limit or s.label_name_length_limit or s.label_value_length_limit:
+        error = _limit_error(labels, s)
+        if error:
+            return error
+    if s.external_labels:
+        extra = [(k, v) for k, v in s.external_labels.items() if k not in lset]
+        if extra:
+            labels = tuple(sorted(labels + tuple(extra)))
+    return labels, fingerprint(labels)
 
 
-def _line_of(body: bytes, key: str) -> int:
-    idx = body.find(key.encode("utf-8", "replace"))
-    return body.count(b"\n", 0, idx) + 1 if idx >= 0 else 0
+# ---------------------------------------------------------------- the scrape
 
 
 def process(body: bytes | None, content_type: str, error: str, ts: int,
@@ -148,79 +296,191 @@ def process(body: bytes | None, content_type: str, error: str, ts: int,
             previous: dict[Labels, int] | None) -> ScrapeOutcome:
     """The samples of one scrape (without the report series, see `report_samples`).
 
-    `body` is None when the fetch failed with `error`. `previous` is the series set of the
-    target's previous scrape (None when unknown: no staleness markers then).
-    """
-    samples: list[Sample] = []
-    series: dict[Labels, int] = {}
-    scraped = 0
-    if body is not None:
+    `body` is None when the fetch failed with `error` (or the scrape is failed without a
+    fetch: target_limit). `previous` is the state the previous scrape returned (None for
+    a target never scraped)."""
+    if isinstance(previous, ScrapeState):
+        pcache = dict(previous.cache) if previous.cache is not None else None
+        last_ts = dict(previous.last_ts)
+    else:
+        pcache, last_ts = None, {}
+    prev: dict[Labels, int] = previous or {}
+    run = _Append(ts, target_labels, settings, cache, prev, pcache, last_ts)
+    if body is not None and not error:
         try:
-            samples, series, scraped = _samples(body, content_type, ts, target_labels,
-                                                settings, cache)
+            entries = parse(body, content_type)
+            perr = None
         except ParseError as exc:
-            error = str(exc)
-        except ScrapeFailure as exc:
-            error = str(exc)
-        if error:
-            samples, series = [], {}
+            entries, perr = exc.entries, exc
+        error = run.append(entries)
+        # Prometheus keeps parsing past the sample limit; any other error wins over it.
+        if not error and perr is not None:
+            error = run.parse_failure(perr)
+        if not error and run.limited:
+            error = "sample limit exceeded"
     up = not error
+    if not up:
+        run.samples = []  # rolled back
+    # Staleness: what the previous scrape had and this one did not append.
     stale = 0
-    if previous:
-        for labels in previous:
-            if labels not in series:
+    samples = run.samples
+    for labels in prev:
+        if labels not in run.cur:
+            newest = last_ts.get(labels)
+            if newest is None or ts >= newest:  # else refused as out of order
                 samples.append((labels, STALE_NAN, ts))
                 stale += 1
-    added = sum(1 for labels in series if not previous or labels not in previous)
-    post = len(samples) - stale
-    return ScrapeOutcome(samples=samples, series=series, up=up, error=error, scraped=scraped,
-                         post_relabel=post if up else 0, series_added=added if up else 0,
-                         stale_markers=stale)
+    new_cache: dict[str, bool] | None = run.pcache
+    new_last = last_ts
+    if up:
+        for labels, t in run.appended_ts.items():
+            if t > new_last.get(labels, t - 1):
+                new_last[labels] = t
+        if body:
+            # Prometheus cleans its scrape cache after a successful non-empty scrape.
+            new_cache = {key: False for key, seen in new_cache.items() if seen}
+        elif run.fallback:
+            new_cache = None
+    elif run.fallback:
+        new_cache = None  # still unknown: the next scrape takes its series for it
+    if new_last:
+        new_last = {lb: t for lb, t in new_last.items()
+                    if t > ts or lb in run.appended_ts}
+    state = ScrapeState(run.cur, new_cache, new_last)
+    if (isinstance(previous, ScrapeState) and previous._extra_fp
+            and new_cache == previous.cache and new_last == previous.last_ts):
+        state._extra_fp = previous._extra_fp
+    return ScrapeOutcome(samples=samples, series=state, up=up, error=error,
+                         scraped=run.total, post_relabel=run.added,
+                         series_added=run.series_added, stale_markers=stale)
 
 
-def _samples(body: bytes, content_type: str, ts: int, target_labels: dict[str, str],
-             s: ScrapeSettings, cache: SeriesCache) -> tuple[list[Sample], dict[Labels, int], int]:
-    entries = parse(body, content_type)
-    lookup = cache.entries
-    if len(lookup) > _CACHE_LIMIT:
-        lookup.clear()
-    honor_ts = s.honor_timestamps
-    check_limits = s.label_limit or s.label_name_length_limit or s.label_value_length_limit
-    samples: list[Sample] = []
-    series: dict[Labels, int] = {}
-    seen: set[Labels] = set()
-    for key, value, explicit_ts in entries:
-        try:
-            hit = lookup[key]
-        except KeyError:
-            try:
-                exposed = parse_series(key)
-            except ParseError as exc:
-                if not exc.line:
-                    exc.line = _line_of(body, key)
-                raise
-            labels = _final_labels(exposed, target_labels, s)
-            if labels is not None:
-                if check_limits:
-                    _check_label_limits(labels, s)
-                hit = (labels, fingerprint(labels))
+class _Append:
+    """Prometheus' append of one document's samples."""
+
+    def __init__(self, ts: int, target_labels: dict[str, str], s: ScrapeSettings,
+                 cache: SeriesCache, prev: dict[Labels, int], pcache: dict[str, bool] | None,
+                 last_ts: dict[Labels, int]) -> None:
+        self.ts = ts
+        self.target_labels = target_labels
+        self.s = s
+        self.memo = cache
+        self.prev = prev
+        self.fallback = pcache is None  # cache contents unknown: take the series for it
+        self.pcache: dict[str, bool] = {} if pcache is None else pcache
+        self.last_ts = last_ts
+        self.samples: list[Sample] = []
+        self.cur: dict[Labels, int] = {}
+        self.appended_ts: dict[Labels, int] = {}  # newest explicit timestamp appended
+        self.total = self.added = self.series_added = 0
+        self.limited = False
+
+    def append(self, entries: list[tuple[str, float, int | None]]) -> str:
+        """Append the samples; returns the error that stopped the append, or "" (the
+        sample limit does not stop it: see `limited`)."""
+        s = self.s
+        ts = self.ts
+        lookup = self.memo.entries
+        if len(lookup) > _CACHE_LIMIT:
+            lookup.clear()
+        pcache = self.pcache
+        fallback = self.fallback
+        prev = self.prev
+        cur = self.cur
+        last_ts = self.last_ts
+        samples = self.samples
+        honor_ts = s.honor_timestamps
+        limit = s.sample_limit
+        max_ts = ts + MAX_AHEAD_MS
+        appended = 0
+        seen: set[Any] = set()
+        total = added = series_added = 0
+        error = ""
+        for key, value, explicit_ts in entries:
+            total += 1
+            hit = lookup.get(key, _MISS)
+            if hit is _MISS:
+                try:
+                    exposed = parse_series(key)
+                except ParseError as exc:
+                    error = str(exc)
+                    break
+                hit = _resolve(exposed, self.target_labels, s)
+                lookup[key] = hit
+            if hit is None:
+                continue  # dropped by metric relabeling
+            if hit.__class__ is str:
+                error = hit  # type: ignore[assignment]
+                break
+            labels, fp = hit  # type: ignore[misc]
+            cached = key in pcache or (fallback and labels in prev)
+            tp = explicit_ts if honor_ts else None
+            t = ts if tp is None else tp
+            # The appender chain: sample limit, then 10 minutes ahead, then order.
+            if limit and struct.pack("<d", value) != _STALE_BYTES:
+                appended += 1
+                ok = appended <= limit
+                if not ok:
+                    self.limited = True
             else:
-                hit = None
-            lookup[key] = hit
-        if hit is None:
-            continue
-        labels = hit[0]
-        if labels in seen:
-            continue  # Prometheus refuses a duplicate sample for the same timestamp
-        seen.add(labels)
-        if explicit_ts is not None and honor_ts:
-            samples.append((labels, value, explicit_ts))
-        else:
-            samples.append((labels, value, ts))
-            series[labels] = hit[1]  # staleness is tracked only without explicit timestamps
-    if s.sample_limit and len(samples) > s.sample_limit:
-        raise ScrapeFailure("sample limit exceeded")
-    return samples, series, len(entries)
+                ok = True
+            committed = False
+            if ok and t <= max_ts:
+                newest = last_ts.get(labels)
+                committed = newest is None or t >= newest
+            if committed:
+                if cached and tp is None:
+                    cur[labels] = fp
+                mark = labels if tp is None else (labels, t)
+                if mark not in seen:  # a series twice in one scrape: the first value
+                    seen.add(mark)
+                    samples.append((labels, value, t))
+                if tp is not None or labels in last_ts:
+                    if t > self.appended_ts.get(labels, t - 1):
+                        self.appended_ts[labels] = t
+            if cached:
+                pcache[key] = True
+            else:
+                if tp is None:
+                    cur[labels] = fp
+                if committed:
+                    pcache[key] = True
+                    if not self.limited:
+                        series_added += 1
+            added += 1
+        self.total, self.added, self.series_added = total, added, series_added
+        return error
+
+    def parse_failure(self, exc: ParseError) -> str:
+        """The error of a document that failed at `exc` after its `entries` appended."""
+        if not exc.counted:
+            return str(exc)
+        self.total += 1  # Prometheus parsed the sample; appending it failed
+        if exc.labels is not None and exc.reason.startswith("invalid metric name"):
+            lset = _mutated(exc.labels, self.target_labels, self.s)
+            if lset is not None:
+                return (f"line {exc.line}: invalid metric name or label names: "
+                        + _labels_string(tuple(sorted(lset.items()))))
+        return str(exc)
+
+
+_MISS = object()
+_STALE_BYTES = struct.pack("<Q", STALE_NAN_BITS)
+
+
+def end_of_run(state: dict[Labels, int] | None, report: list[Labels], ts: int
+               ) -> list[Sample]:
+    """Prometheus' end-of-run staleness for a target that left discovery: a StaleNaN at
+    `ts` (when its next scrape would have been) for the series of its last scrape and for
+    its report series."""
+    out: list[Sample] = []
+    last_ts = state.last_ts if isinstance(state, ScrapeState) else {}
+    for labels in state or ():
+        newest = last_ts.get(labels)
+        if newest is None or ts >= newest:
+            out.append((labels, STALE_NAN, ts))
+    out.extend((labels, STALE_NAN, ts) for labels in report)
+    return out
 
 
 def report_labels(target_labels: dict[str, str], external_labels: dict[str, str]

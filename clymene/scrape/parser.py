@@ -44,21 +44,34 @@ class ParseError(ValueError):
     """A document or series key that Prometheus would not accept.
 
     `line` is the 1-based line of the body where the problem is (0 when unknown, as for
-    `parse_series`); `reason` is the message without the line prefix."""
+    `parse_series`); `reason` is the message without the line prefix. Prometheus appends
+    sample by sample while it parses, so what comes before the error counts: `entries`
+    are the samples parsed before the failing line, and `counted` says whether the
+    failing line is itself a sample Prometheus counts as scraped (its error comes when
+    the sample is appended: a duplicate label name, or a metric name that blanks at the
+    start of the line made invalid); `labels` are then that sample's labels."""
 
-    def __init__(self, reason: str, line: int = 0) -> None:
+    def __init__(self, reason: str, line: int = 0, entries: list[Entry] | None = None,
+                 counted: bool = False,
+                 labels: list[tuple[str, str]] | None = None) -> None:
         super().__init__(f"line {line}: {reason}" if line else reason)
         self.reason = reason
         self.line = line
+        self.entries: list[Entry] = entries or []
+        self.counted = counted
+        self.labels = labels
 
 
 class _Invalid(Exception):
-    """Internal: a scanner error at index `pos` of the string being scanned."""
+    """Internal: a scanner error at index `pos` of the string being scanned. `labels`
+    is set for errors Prometheus raises when it appends the (parsed) sample."""
 
-    def __init__(self, msg: str, pos: int = 0) -> None:
+    def __init__(self, msg: str, pos: int = 0,
+                 labels: list[tuple[str, str]] | None = None) -> None:
         super().__init__(msg)
         self.msg = msg
         self.pos = pos
+        self.labels = labels
 
 
 # value.NormalNaN: the NaN Prometheus stores for every parsed NaN (text normalises to it,
@@ -239,10 +252,11 @@ def _check_duplicates(labels: list[tuple[str, str]], pos: int) -> None:
             seen: set[str] = set()
             for name in names:
                 if name in seen:
-                    raise _Invalid(f'label name "{name}" is not unique', pos)
+                    raise _Invalid(f'label name "{name}" is not unique: invalid sample', pos,
+                                   labels)
                 seen.add(name)
     elif len(labels) == 2 and labels[1][0] == "__name__":
-        raise _Invalid('label name "__name__" is not unique', pos)
+        raise _Invalid('label name "__name__" is not unique: invalid sample', pos, labels)
 
 
 # ---------------------------------------------------------------- text format scanner
@@ -354,6 +368,7 @@ def _text_entry(s: str, i: int, out: list[Entry]) -> int:
             "invalid metric name or label names: the metric name"
             f" {_quote(s[i:j] + labels[0][1])} starts with blanks",
             i,
+            [("__name__", s[i:j] + labels[0][1]), *labels[1:]],
         )
     _check_duplicates(labels, j)
     out.append((s[j:key_end], value, ts))
@@ -370,12 +385,13 @@ def _scan_text(text: str) -> list[Entry]:
         while i < n:
             i = _text_entry(s, i, out)
     except _Invalid as exc:
-        raise _error(s, exc) from None
+        raise _error(s, exc, out) from None
     return out
 
 
-def _error(s: str, exc: _Invalid) -> ParseError:
-    """ParseError for a scanner error at s[exc.pos], naming the line and its text."""
+def _error(s: str, exc: _Invalid, entries: list[Entry]) -> ParseError:
+    """ParseError for a scanner error at s[exc.pos], naming the line and its text;
+    `entries` are the samples parsed before it."""
     pos = min(exc.pos, len(s))
     line = s.count("\n", 0, pos) + 1
     start = s.rfind("\n", 0, pos) + 1
@@ -384,7 +400,7 @@ def _error(s: str, exc: _Invalid) -> ParseError:
     reason = f"{exc.msg} while parsing {_quote(text)}"
     if text.endswith("\r"):
         reason += " (the line ends with a carriage return: Windows line endings are not accepted)"
-    return ParseError(reason, line)
+    return ParseError(reason, line, entries, exc.labels is not None, exc.labels)
 
 
 # ---------------------------------------------------------------- text format fast path
@@ -736,16 +752,16 @@ def _scan_om(text: str) -> list[Entry]:
     for idx, line in enumerate(lines):
         has_nl = idx < last
         if not has_nl and not line:
-            raise ParseError("data does not end with # EOF", idx + 1)
+            raise ParseError("data does not end with # EOF", idx + 1, out)
         try:
             entry = _om_line(line, has_nl)
         except _Invalid as exc:
             start = len("\n".join(lines[:idx])) + (1 if idx else 0)
-            raise _error(text, _Invalid(exc.msg, start + exc.pos)) from None
+            raise _error(text, _Invalid(exc.msg, start + exc.pos, exc.labels), out) from None
         if entry is _EOF:
             if idx == last or (idx == last - 1 and not lines[last]):
                 return out
-            raise ParseError("unexpected data after # EOF", idx + 2)
+            raise ParseError("unexpected data after # EOF", idx + 2, out)
         if entry is not None:
             out.append(entry)  # type: ignore[arg-type]
     raise AssertionError("unreachable: the last line ends the loop")

@@ -31,6 +31,7 @@ def _open_prometheus(settings: Any) -> Storage:
         url,
         timeout=settings.prometheus_remote_timeout,
         user_agent=getattr(settings, "prometheus_remote_user_agent", None) or None,
+        max_samples_per_send=getattr(settings, "prometheus_remote_max_samples_per_send", 2000),
     )
 
 
