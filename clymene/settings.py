@@ -1,79 +1,38 @@
-"""Flags and environment variables -> one typed settings object.
+"""Flags and environment variables -> one settings object.
 
 Every flag keeps the original Clymene's name, and each can also be given as an
 environment variable named like the original's: upper case, dots and dashes as
 underscores (`--prometheus.remote.url` = `PROMETHEUS_REMOTE_URL`). A flag wins over
 the variable. The command line writes the flags it was given into the environment, so
 child processes (Celery workers, beat) see the same settings with no extra plumbing.
+
+The core flags are here; each area adds its own in a `flags.py` module listed in
+FLAG_GROUPS (e.g. clymene/storage/flags.py), so areas never edit one shared list.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import fields, make_dataclass
+from typing import Any
+
+from clymene.flags import Flag, parse_bytes, parse_duration, parse_list
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
-_DURATION_RE = re.compile(r"^((\d+)h)?((\d+)m(?!s))?((\d+)s)?((\d+)ms)?$")
+# Modules with a FLAGS tuple of their own; a missing module is skipped.
+FLAG_GROUPS = (
+    "clymene.storage.flags",
+    "clymene.kafka.flags",
+    "clymene.gateway.flags",
+    "clymene.discovery.flags",
+    "clymene.logs.flags",
+)
 
-
-def parse_duration(text: str) -> float:
-    """Parse a Go/Prometheus-style duration ("30s", "1m30s", "500ms", "2h") into seconds.
-
-    A bare number is taken as seconds, which is what people type in environment variables.
-    """
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    m = _DURATION_RE.match(text)
-    if not text or not m or not any(m.groups()):
-        raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 1m, 500ms)")
-    hours, minutes, seconds, millis = (int(m.group(i) or 0) for i in (2, 4, 6, 8))
-    return hours * 3600 + minutes * 60 + seconds + millis / 1000
-
-
-def parse_bytes(text: str) -> int:
-    """Parse a size such as "100MiB", "64MB", "1GB" or "4096" into bytes (base 2 units)."""
-    m = re.match(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", text, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"invalid size {text!r} (use e.g. 100MiB, 64MB, 4096)")
-    power = " KMGT".index(m.group(2).upper() or " ")
-    return int(m.group(1)) * 1024**power
-
-
-def parse_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"invalid boolean {text!r}")
-
-
-@dataclass(frozen=True)
-class Flag:
-    name: str  # "--prometheus.remote.url"
-    attr: str  # attribute of Settings
-    default: str
-    help: str
-    convert: Callable[[str], object] = str
-    env_name: str = ""  # when the variable is not named after the flag
-
-    @property
-    def env(self) -> str:
-        return self.env_name or re.sub(r"[.\-]", "_", self.name.lstrip("-")).upper()
-
-
-FLAGS: tuple[Flag, ...] = (
+CORE_FLAGS: tuple[Flag, ...] = (
     Flag("--config.file", "config_file", "clymene.yml", "Prometheus-style configuration file."),
     Flag("--broker.url", "broker_url", "",
          f"Celery broker (Redis) URL; empty means {DEFAULT_BROKER_URL} "
@@ -117,37 +76,43 @@ FLAGS: tuple[Flag, ...] = (
 _ENV_ALIASES = {"storage_type": ("STORAGE_TYPE",)}
 
 
-@dataclass(frozen=True)
-class Settings:
-    config_file: str
-    broker_url: str
-    storage_type: list[str]
-    prometheus_remote_url: str
-    prometheus_remote_timeout: float
-    prometheus_remote_user_agent: str
-    prometheus_remote_max_samples_per_send: int
-    data_dir: str
-    file_max_bytes: int
-    web_listen_address: str
-    web_auth_username: str
-    web_auth_password_file: str
-    web_tls_cert_file: str
-    web_tls_key_file: str
-    worker_concurrency: int
-    worker_pool: str
-    discovery_refresh_interval: float
-    log_level: str
+def _all_flags() -> tuple[Flag, ...]:
+    flags = list(CORE_FLAGS)
+    for name in FLAG_GROUPS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # a missing group is skipped; a broken import inside one is not
+            continue
+        flags.extend(module.FLAGS)
+    seen: set[str] = set()
+    for flag in flags:
+        if flag.attr in seen:
+            raise RuntimeError(f"flag attribute {flag.attr!r} is declared twice")
+        seen.add(flag.attr)
+    return tuple(flags)
 
-    @property
-    def effective_broker_url(self) -> str:
-        return self.broker_url or DEFAULT_BROKER_URL
+
+FLAGS: tuple[Flag, ...] = _all_flags()
+
+
+def _effective_broker_url(self: Any) -> str:
+    return self.broker_url or DEFAULT_BROKER_URL
+
+
+# One frozen attribute per flag (settings.prometheus_remote_url, ...).
+Settings = make_dataclass(
+    "Settings", [(f.attr, Any) for f in FLAGS], frozen=True,
+    namespace={"effective_broker_url": property(_effective_broker_url),
+               "__doc__": "The value of every flag, by its attribute name."})
 
 
 class SettingsError(ValueError):
     pass
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
+def load(environ: Mapping[str, str] | None = None) -> Any:
     """Settings from the environment (flags were written there by the command line)."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
@@ -163,9 +128,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             values[flag.attr] = flag.convert(raw)
         except ValueError as exc:
             raise SettingsError(f"{flag.name} ({source}): {exc}") from None
-    names = {f.name for f in fields(Settings)}
-    assert names == set(values), names ^ set(values)
-    return Settings(**values)  # type: ignore[arg-type]
+    assert {f.name for f in fields(Settings)} == set(values)
+    return Settings(**values)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
