@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from clymene import settings as settings_module
 from clymene.app import app
@@ -29,6 +34,15 @@ def _get_runner():
         client = redis.Redis.from_url(settings.effective_broker_url)
         _runner = Runner(client, open_storages(settings))
     return _runner
+
+
+@after_setup_logger.connect
+def _quiet_task_lines(**_: object) -> None:
+    # "Task ... received/succeeded" for every scrape would be most of the log (and a fair
+    # share of the CPU) at info level; they show with --log-level=debug.
+    if settings_module.load().log_level.lower() != "debug":
+        for name in ("celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_process_init.connect
