@@ -22,6 +22,7 @@ import redis
 from clymene import config as config_module
 from clymene import registry, stats
 from clymene.discovery.file_sd import FileSD
+from clymene.discovery.kubernetes import KubernetesSD
 from clymene.discovery.targets import TargetGroup, populate
 from clymene.registry import Target
 
@@ -41,18 +42,36 @@ class Job:
         ]
         self.file_sd = [FileSD(list(fc.files), float(fc.refresh_interval))
                         for fc in scrape_config.file_sd_configs]
+        self.kubernetes = [KubernetesSD(kc, f"{scrape_config.job_name}/kubernetes/{i}")
+                           for i, kc in enumerate(scrape_config.kubernetes_sd_configs)]
         self._key: tuple | None = None
         self._groups: list[TargetGroup] = []
-        if getattr(scrape_config, "kubernetes_sd_configs", None):
-            log.warning("job %s: kubernetes_sd_configs are not implemented yet; "
-                        "its kubernetes targets are not discovered", scrape_config.job_name)
+        # populate() results per group object: a watch changes one group at a time, so
+        # the other thousands are not relabelled again (the group is kept to pin its id).
+        self._populated: dict[int, tuple[TargetGroup, str, tuple]] = {}
+
+    def populate(self, group: TargetGroup, config_rev: str
+                 ) -> tuple[list[Target], list[dict[str, str]], list[str]]:
+        cached = self._populated.get(id(group))
+        if cached is not None and cached[0] is group and cached[1] == config_rev:
+            return cached[2]
+        result = populate(self.config, group, config_rev)
+        self._populated[id(group)] = (group, config_rev, result)
+        return result
+
+    def close(self) -> None:
+        """Stop the watches of the kubernetes discoverers (on reload and exit)."""
+        for k in self.kubernetes:
+            k.close()
 
     def groups(self) -> list[TargetGroup]:
-        lists = [fsd.groups() for fsd in self.file_sd]
+        lists = [fsd.groups() for fsd in self.file_sd] + [k.groups() for k in self.kubernetes]
         key = tuple(id(x) for x in lists)
         if key != self._key:  # same list objects: nothing changed, same answer
             self._key = key
             self._groups = list(self.static) + [g for x in lists for g in x]
+            live = {id(g) for g in self._groups}
+            self._populated = {k: v for k, v in self._populated.items() if k in live}
         return self._groups
 
 
@@ -91,6 +110,8 @@ class Discovery:
             log.warning("config: %s", warning)
         self.config = cfg
         self.config_rev = registry.publish_config(self.redis, text, self.config_file)
+        for job in self.jobs:
+            job.close()
         self.jobs = [Job(sc) for sc in cfg.scrape_configs]
         log.info("configuration loaded from %s: %d jobs", self.config_file, len(self.jobs))
         return True
@@ -104,9 +125,11 @@ class Discovery:
         for job, job_groups in zip(self.jobs, groups, strict=True):
             job_active: dict[str, Target] = {}
             for group in job_groups:
-                targets, dropped_labels, errors = populate(job.config, group, self.config_rev)
+                targets, dropped_labels, errors = job.populate(group, self.config_rev)
                 for t in targets:
-                    job_active.setdefault(t.id, t)
+                    # Same labels and URL: one target, showing the discovered labels of
+                    # the last duplicate (Prometheus' SetDiscoveredLabels in sync).
+                    job_active[t.id] = t
                 dropped.extend(dropped_labels)
                 for err in errors:
                     if err not in self._errors_seen:
