@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -45,17 +45,24 @@ class Target:
     config_rev: str  # the configuration this target was built from
     forced_error: str = ""  # scrape fails with this error without fetching (target_limit)
     rev: str = field(default="", compare=False)
+    _json: str = field(default="", compare=False, repr=False)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("rev")
-        body = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return body
+        if self._json:
+            return self._json
+        return json.dumps({
+            "config_rev": self.config_rev, "discovered_labels": self.discovered_labels,
+            "forced_error": self.forced_error, "id": self.id, "interval": self.interval,
+            "job": self.job, "labels": self.labels, "scrape_url": self.scrape_url,
+            "timeout": self.timeout,
+        }, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Target:
         data = json.loads(text)
-        return cls(**data, rev=content_rev(text))
+        if isinstance(text, bytes):
+            text = text.decode()
+        return cls(**data, rev=content_rev(text), _json=text)
 
     @property
     def instance(self) -> str:
@@ -93,30 +100,52 @@ def load_config_text(r: redis.Redis) -> tuple[str, str, str] | None:
     return data[b"text"].decode(), data[b"source"].decode(), data[b"rev"].decode()
 
 
+class RegistryWriter:
+    """Publishes the target registry, writing only the entries that changed since its
+    own last write (re-reading Redis when someone else changed the registry)."""
+
+    def __init__(self, r: redis.Redis):
+        self.redis = r
+        self._active: dict[str, str] | None = None
+        self._dropped: dict[str, str] = {}
+        self._version = -1
+
+    def publish(self, active: list[Target], dropped: list[dict[str, Any]]
+                ) -> tuple[bool, list[Target]]:
+        """Make the registry hold these targets. Returns whether it changed, and the
+        targets that left it (to end their series)."""
+        r = self.redis
+        new_active = {t.id: t.to_json() for t in active}
+        new_dropped = {}
+        for d in dropped:
+            text = json.dumps(d, sort_keys=True)
+            new_dropped[content_rev(text)] = text
+        if self._active is None or registry_version(r) != self._version:
+            self._active = {k.decode(): v.decode() for k, v in r.hgetall(TARGETS_KEY).items()}
+            self._dropped = {k.decode(): v.decode() for k, v in r.hgetall(DROPPED_KEY).items()}
+        old_active, old_dropped = self._active, self._dropped
+        if new_active == old_active and new_dropped == old_dropped:
+            return False, []
+        pipe = r.pipeline(transaction=True)
+        for key, new, old in ((TARGETS_KEY, new_active, old_active),
+                              (DROPPED_KEY, new_dropped, old_dropped)):
+            gone = [k for k in old if k not in new]
+            changed = {k: v for k, v in new.items() if old.get(k) != v}
+            if gone:
+                pipe.hdel(key, *gone)
+            if changed:
+                pipe.hset(key, mapping=changed)
+        pipe.incr(VERSION_KEY)
+        self._version = pipe.execute()[-1]
+        removed = [Target.from_json(v) for k, v in old_active.items() if k not in new_active]
+        self._active, self._dropped = new_active, new_dropped
+        return True, removed
+
+
 def publish_targets(r: redis.Redis, active: list[Target], dropped: list[dict[str, Any]]
                     ) -> tuple[bool, list[Target]]:
-    """Replace the registry with these targets if it differs.
-
-    Returns whether it changed, and the targets that left it (to end their series).
-    """
-    new_active = {t.id: t.to_json() for t in active}
-    new_dropped = {
-        content_rev(json.dumps(d, sort_keys=True)): json.dumps(d, sort_keys=True) for d in dropped
-    }
-    old_active = {k.decode(): v.decode() for k, v in r.hgetall(TARGETS_KEY).items()}
-    old_dropped = {k.decode(): v.decode() for k, v in r.hgetall(DROPPED_KEY).items()}
-    if new_active == old_active and new_dropped == old_dropped:
-        return False, []
-    pipe = r.pipeline(transaction=True)
-    pipe.delete(TARGETS_KEY, DROPPED_KEY)
-    if new_active:
-        pipe.hset(TARGETS_KEY, mapping=new_active)
-    if new_dropped:
-        pipe.hset(DROPPED_KEY, mapping=new_dropped)
-    pipe.incr(VERSION_KEY)
-    pipe.execute()
-    removed = [Target.from_json(v) for k, v in old_active.items() if k not in new_active]
-    return True, removed
+    """One-off publish (see RegistryWriter for a process that publishes repeatedly)."""
+    return RegistryWriter(r).publish(active, dropped)
 
 
 def registry_version(r: redis.Redis) -> int:

@@ -88,6 +88,7 @@ class Discovery:
         self._errors_seen: set[str] = set()
         self._last_inputs: tuple = ()
         self._last_version = -1
+        self._writer = registry.RegistryWriter(client)
 
     def reload_if_changed(self) -> bool:
         """Load the config file when it changed. Raises ConfigError only for the first load."""
@@ -139,7 +140,7 @@ class Discovery:
             if limit and len(job_active) > limit:
                 # Prometheus keeps the targets but fails every scrape of the pool.
                 error = f"target_limit exceeded (number of targets: {len(job_active)}, limit: {limit})"
-                job_active = {tid: Target.from_json(dataclasses.replace(t, forced_error=error).to_json())
+                job_active = {tid: Target.from_json(dataclasses.replace(t, forced_error=error, _json="").to_json())
                               for tid, t in job_active.items()}
             active.update(job_active)
         return list(active.values()), dropped
@@ -155,7 +156,7 @@ class Discovery:
             self._flush_stats()
             return False
         active, dropped = self.compute(groups)
-        changed, removed = registry.publish_targets(self.redis, active, dropped)
+        changed, removed = self._writer.publish(active, dropped)
         if changed:
             log.info("target registry updated: %d active, %d dropped", len(active), len(dropped))
         if removed and self.on_removed is not None:
