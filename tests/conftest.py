@@ -45,3 +45,33 @@ def receiver() -> Iterator[RemoteWriteReceiver]:
     rx = RemoteWriteReceiver()
     yield rx
     rx.stop()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_server(tmp_path_factory) -> Iterator[Server]:
+    """One Elasticsearch 7.9.2 for the session (~10 s to start, ~740 MB)."""
+    from tests.servers import start_elasticsearch
+
+    server = start_elasticsearch(tmp_path_factory.mktemp("es"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def vm_listeners(tmp_path_factory) -> Iterator[Server]:
+    """One VictoriaMetrics with its OpenTSDB HTTP/telnet listeners for the session."""
+    from tests.servers import start_victoria_metrics_listeners
+
+    server = start_victoria_metrics_listeners(tmp_path_factory.mktemp("vm"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb_server(tmp_path_factory) -> Iterator[Server]:
+    """One InfluxDB 1.6 (v1 API, OpenTSDB listener into database `opentsdb`)."""
+    from tests.servers import start_influxdb
+
+    server = start_influxdb(tmp_path_factory.mktemp("influxdb"))
+    yield server
+    server.stop()

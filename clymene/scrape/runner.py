@@ -25,7 +25,8 @@ from clymene import registry, stats
 from clymene.registry import Target
 from clymene.scrape import STALE_NAN, loop
 from clymene.scrape.http import Fetcher, ScrapeError
-from clymene.storage import Storage, WriteError
+from clymene.storage import Storage
+from clymene.storage.fanout import Fanout, soft_deadline_for
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Runner:
     def __init__(self, client: redis.Redis, storages: list[Storage]):
         self.redis = client
         self.storages = storages
+        self._fanout = Fanout(storages)
         self._release = client.register_script(_RELEASE_LOCK)
         self._begin = client.register_script(_BEGIN)
         self._finish = client.register_script(_FINISH)
@@ -226,14 +228,13 @@ class Runner:
         return "up" if outcome.up else "down"
 
     def _write(self, batch: list[loop.Sample], budget: float, target: Target) -> None:
-        deadline = time.monotonic() + budget
-        for storage in self.storages:
-            try:
-                storage.write(batch, deadline)
-            except WriteError as exc:
-                log.warning("target %s (%s): write to %s failed: %s",
-                            target.instance, target.job, storage.name, exc)
-                stats.inc("clymene_write_failures_total", storage=storage.name)
+        # Every storage at once, each with its own retry budget (clymene.storage.fanout);
+        # returns when all finished or gave up, so the lock still orders the batches.
+        now = time.monotonic()
+        failures = self._fanout.write(batch, now + budget, soft_deadline_for(target.interval, now))
+        for name, exc in failures:
+            log.warning("target %s (%s): write to %s failed: %s",
+                        target.instance, target.job, name, exc)
 
     def end_target(self, target_json: str) -> str:
         """Staleness markers for every series of a target that left the registry.
@@ -312,6 +313,7 @@ class Runner:
             self._flush_stats(force=True)
         except redis.RedisError as exc:
             log.warning("could not flush counters at exit: %s", exc)
+        self._fanout.close()
         for storage in self.storages:
             storage.close()
 

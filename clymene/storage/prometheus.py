@@ -8,6 +8,15 @@ the place of the backoff when present); any other answer is a permanent rejectio
 Retrying stops at the caller's deadline. NaN values, staleness markers included, are
 sent as they are: remote write carries them bit for bit.
 
+Beyond the original Clymene: a tenant header (`X-Scope-OrgID`, for Cortex, Mimir and
+Thanos Receive), basic auth, a bearer token, TLS (CA, client certificate, server name,
+skip verification), extra headers, and `write_relabel_configs` (applied per series, the
+result cached, exactly as Prometheus applies them before sending). Refused credentials
+(401, 403) raise a WriteError naming the storage and the URL, never the credential.
+
+`HTTPSender` is the retrying POST that the other HTTP backends (InfluxDB, OpenTSDB) use
+too, so every HTTP backend has the same retry, backoff, TLS and redaction rules.
+
 Counters (clymene.stats), all labelled `storage` with the storage's name:
   clymene_storage_requests_total{code}     one per HTTP attempt; code "error" when no
                                            answer came (connection error, timeout)
@@ -23,13 +32,16 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ssl
 import time
 import urllib.parse
+from dataclasses import dataclass
 
 import urllib3
 
 from clymene import stats
-from clymene.storage import Sample, WriteError
+from clymene.relabel import Rule, relabel
+from clymene.storage import Labels, Sample, WriteError
 from clymene.storage.remote_write_pb import compress, encode_write_request
 
 MIN_BACKOFF = 0.030
@@ -87,6 +99,170 @@ def redact_url(url: str) -> str:
         return "<invalid url>"
 
 
+@dataclass(frozen=True)
+class TLSOptions:
+    """Client TLS settings of an HTTPS backend (all optional)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    insecure_skip_verify: bool = False
+
+    def pool_kwargs(self) -> dict:
+        kwargs: dict = {}
+        if self.insecure_skip_verify:
+            kwargs["cert_reqs"] = ssl.CERT_NONE
+            kwargs["assert_hostname"] = False
+        else:
+            kwargs["cert_reqs"] = ssl.CERT_REQUIRED
+            if self.ca_file:
+                kwargs["ca_certs"] = self.ca_file
+        if self.cert_file:
+            kwargs["cert_file"] = self.cert_file
+            kwargs["key_file"] = self.key_file or None
+        if self.server_name:
+            kwargs["server_hostname"] = self.server_name
+            if not self.insecure_skip_verify:
+                kwargs["assert_hostname"] = self.server_name
+        return kwargs
+
+
+def auth_error_hint(code: int) -> str:
+    if code == 401:
+        return " (authentication refused: check the username/password or token)"
+    if code == 403:
+        return " (access forbidden: the credentials lack permission for this write)"
+    return ""
+
+
+class HTTPSender:
+    """POSTs bodies to one URL with Prometheus' retry rules (see the module doc).
+
+    `name` names the storage in errors and counters; credentials given here (or in the
+    URL's user info or query) are never shown in errors.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
+        tls: TLSOptions | None = None,
+        auth_scheme: str = "Bearer",
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{name}: url must be an http(s) URL, got {redact_url(url)!r}")
+        if timeout <= 0:
+            raise ValueError(f"{name}: timeout must be positive, got {timeout}")
+        self.name = name
+        self.url = url
+        self.timeout = float(timeout)
+        self.safe_url = redact_url(url)
+        # Never shown in errors: they may hold credentials (a query may carry a token).
+        password = parts.password or ""
+        self._secrets = [
+            s for s in (password, urllib.parse.unquote(password), parts.query, bearer_token) if s
+        ]
+        kwargs = (tls or TLSOptions()).pool_kwargs() if parts.scheme == "https" else {}
+        # urllib3 directly: requests' per-request preparation cost as much as the send.
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False, **kwargs)
+        self.headers = dict(headers or {})
+        if basic_auth is None and parts.username is not None:
+            # user:password@ in the URL means basic auth (as requests and Go's client do).
+            basic_auth = (urllib.parse.unquote(parts.username),
+                          urllib.parse.unquote(parts.password or ""))
+            self.url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        if basic_auth is not None:
+            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
+            self._secrets.append(basic_auth[1])
+            self._secrets.append(token)
+        elif bearer_token:
+            self.headers["Authorization"] = f"{auth_scheme} {bearer_token}"
+        for key, value in (headers or {}).items():
+            if key.lower() == "authorization":
+                self._secrets.append(value)
+        self._secrets.sort(key=len, reverse=True)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<secret>")
+        return text
+
+    def post(self, body: bytes, deadline: float, headers: dict[str, str] | None = None,
+             url: str | None = None) -> bytes:
+        """POST until a 2xx answer (returned body) or a permanent rejection / the deadline
+        (WriteError). 5xx, 429, connection errors and timeouts are retried with backoff."""
+        headers = self.headers if headers is None else {**self.headers, **headers}
+        target = url or self.url
+        backoff = MIN_BACKOFF
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WriteError(
+                    f"{self.name}: deadline passed before {self.safe_url} could be written"
+                    + (f" after {attempt} attempts" if attempt else ""),
+                    retryable=True,
+                )
+            if attempt:
+                stats.inc("clymene_storage_retries_total", storage=self.name)
+            attempt += 1
+            retry_after = 0.0
+            try:
+                response = self._pool.request(
+                    "POST",
+                    target,
+                    body=body,
+                    headers=headers,
+                    timeout=urllib3.Timeout(total=min(self.timeout, remaining)),
+                    redirect=False,
+                    retries=False,
+                )
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                stats.inc("clymene_storage_requests_total", storage=self.name, code="error")
+                error = self.scrub(f"{type(exc).__name__}: {exc}")
+            else:
+                code = response.status
+                stats.inc("clymene_storage_requests_total", storage=self.name, code=str(code))
+                stats.inc("clymene_storage_bytes_sent_total", len(body), storage=self.name)
+                if 200 <= code < 300:
+                    return response.data
+                text = response.data[:MAX_ERROR_BODY].decode("utf-8", "replace")
+                error = self.scrub(
+                    f"server returned HTTP {code} {response.reason or ''}".rstrip() + f": {text}"
+                )
+                if code < 500 and code != 429:
+                    raise WriteError(
+                        f"{self.name}: {self.safe_url} rejected the write"
+                        f"{auth_error_hint(code)}: {error}",
+                        retryable=False,
+                    )
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            # Prometheus: a Retry-After replaces the backoff for this wait only.
+            wait = retry_after if retry_after > 0 else backoff
+            if time.monotonic() + wait >= deadline:
+                raise WriteError(
+                    f"{self.name}: gave up writing to {self.safe_url} at the deadline after "
+                    f"{attempt} attempts: {error}",
+                    retryable=True,
+                )
+            time.sleep(wait)
+            backoff = min(wait * 2, MAX_BACKOFF)
+
+
+_RELABEL_CACHE_MAX = 100_000
+_DROPPED: Labels = ()
+
+
 class RemoteWriteStorage:
     """Writes batches to a remote write endpoint such as `.../api/v1/write`."""
 
@@ -100,29 +276,18 @@ class RemoteWriteStorage:
         bearer_token: str | None = None,
         max_samples_per_send: int = 2000,
         name: str = "prometheus",
+        tenant: str = "",
+        tls: TLSOptions | None = None,
+        write_relabel: list[Rule] | tuple[Rule, ...] = (),
+        auth_scheme: str = "Bearer",
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"remote write url must be an http(s) URL, got {redact_url(url)!r}")
-        if timeout <= 0:
-            raise ValueError(f"remote write timeout must be positive, got {timeout}")
         if max_samples_per_send < 1:
             raise ValueError(f"max_samples_per_send must be at least 1, got {max_samples_per_send}")
-        self.name = name
-        self.url = url
-        self.timeout = float(timeout)
-        self.max_samples_per_send = int(max_samples_per_send)
-        self._safe_url = redact_url(url)
-        # Never shown in errors: they may hold credentials (a query may carry a token).
-        password = parts.password or ""
-        self._secrets = [
-            s for s in (password, urllib.parse.unquote(password), parts.query, bearer_token) if s
-        ]
-        # urllib3 directly: requests' per-request preparation cost as much as the send.
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
-        self._headers = dict(headers or {})
+        extra = dict(headers or {})
+        if tenant:
+            extra["X-Scope-OrgID"] = tenant
         # These are the protocol: user-supplied headers cannot replace them.
-        self._headers.update(
+        extra.update(
             {
                 "Content-Encoding": "snappy",
                 "Content-Type": "application/x-protobuf",
@@ -130,27 +295,49 @@ class RemoteWriteStorage:
                 "User-Agent": user_agent or DEFAULT_USER_AGENT,
             }
         )
-        if basic_auth is None and parts.username is not None:
-            # user:password@ in the URL means basic auth (as requests and Go's client do).
-            basic_auth = (urllib.parse.unquote(parts.username),
-                          urllib.parse.unquote(parts.password or ""))
-            self.url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        if basic_auth is not None:
-            token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
-            self._secrets.append(basic_auth[1])
-        elif bearer_token:
-            self._headers["Authorization"] = f"Bearer {bearer_token}"
-        for key, value in (headers or {}).items():
-            if key.lower() == "authorization":
-                self._secrets.append(value)
+        try:
+            self._sender = HTTPSender(name, url, timeout, extra, basic_auth, bearer_token, tls,
+                                      auth_scheme)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(f"{name}: url", "remote write url")) from None
+        self.name = name
+        self.url = self._sender.url
+        self.timeout = self._sender.timeout
+        self.max_samples_per_send = int(max_samples_per_send)
+        self._safe_url = self._sender.safe_url
+        self._headers = self._sender.headers
+        self._rules = list(write_relabel)
+        self._relabeled: dict[Labels, Labels] = {}
+
+    def _relabel(self, batch: list[Sample]) -> list[Sample]:
+        """write_relabel_configs, per series (cached): the kept samples, relabeled."""
+        cache = self._relabeled
+        out: list[Sample] = []
+        dropped = 0
+        for labels, value, ts in batch:
+            new = cache.get(labels)
+            if new is None:
+                result = relabel(dict(labels), self._rules)
+                new = tuple(sorted(result.items())) if result else _DROPPED
+                if len(cache) >= _RELABEL_CACHE_MAX:
+                    cache.clear()
+                cache[labels] = new
+            if new:
+                out.append((new, value, ts))
+            else:
+                dropped += 1
+        if dropped:
+            stats.inc("clymene_storage_samples_relabel_dropped_total", dropped, storage=self.name)
+        return out
 
     def write(self, batch: list[Sample], deadline: float) -> None:
+        if self._rules:
+            batch = self._relabel(batch)
         step = self.max_samples_per_send
         for start in range(0, len(batch), step):
             chunk = batch[start : start + step]
             try:
-                self._send(chunk, deadline)
+                self._sender.post(compress(encode_write_request(chunk)), deadline)
             except WriteError as exc:
                 reason = "deadline" if exc.retryable else "rejected"
                 stats.inc(
@@ -163,65 +350,7 @@ class RemoteWriteStorage:
             stats.inc("clymene_storage_samples_written_total", len(chunk), storage=self.name)
 
     def close(self) -> None:
-        self._pool.clear()
+        self._sender.close()
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "<secret>")
-        return text
-
-    def _send(self, chunk: list[Sample], deadline: float) -> None:
-        body = compress(encode_write_request(chunk))
-        backoff = MIN_BACKOFF
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WriteError(
-                    f"{self.name}: deadline passed before {self._safe_url} could be written"
-                    + (f" after {attempt} attempts" if attempt else ""),
-                    retryable=True,
-                )
-            if attempt:
-                stats.inc("clymene_storage_retries_total", storage=self.name)
-            attempt += 1
-            retry_after = 0.0
-            try:
-                response = self._pool.request(
-                    "POST",
-                    self.url,
-                    body=body,
-                    headers=self._headers,
-                    timeout=urllib3.Timeout(total=min(self.timeout, remaining)),
-                    redirect=False,
-                    retries=False,
-                )
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                stats.inc("clymene_storage_requests_total", storage=self.name, code="error")
-                error = self._scrub(f"{type(exc).__name__}: {exc}")
-            else:
-                code = response.status
-                stats.inc("clymene_storage_requests_total", storage=self.name, code=str(code))
-                stats.inc("clymene_storage_bytes_sent_total", len(body), storage=self.name)
-                if 200 <= code < 300:
-                    return
-                text = response.data[:MAX_ERROR_BODY].decode("utf-8", "replace")
-                error = self._scrub(
-                    f"server returned HTTP {code} {response.reason or ''}".rstrip() + f": {text}"
-                )
-                if code < 500 and code != 429:
-                    raise WriteError(
-                        f"{self.name}: {self._safe_url} rejected the write: {error}",
-                        retryable=False,
-                    )
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            # Prometheus: a Retry-After replaces the backoff for this wait only.
-            wait = retry_after if retry_after > 0 else backoff
-            if time.monotonic() + wait >= deadline:
-                raise WriteError(
-                    f"{self.name}: gave up writing to {self._safe_url} at the deadline after "
-                    f"{attempt} attempts: {error}",
-                    retryable=True,
-                )
-            time.sleep(wait)
-            backoff = min(wait * 2, MAX_BACKOFF)
+        return self._sender.scrub(text)
