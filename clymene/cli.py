@@ -7,6 +7,9 @@
     clymene flower     Flower                   (= celery -A clymene.app flower)
     clymene discovery  config + service discovery -> target registry in Redis
     clymene web        targets API and page, /metrics, health
+    clymene gateway    remote write receiver -> Kafka (STORAGE_TYPE=kafka) or the databases
+    clymene ingester   Kafka -> every database of STORAGE_TYPE, one consumer group each
+    clymene promtail   log agent: tail pod log files -> pipeline stages -> Loki
     clymene check config FILE
 
 Every flag can also be set with an environment variable (see clymene.settings); flags
@@ -32,7 +35,8 @@ from clymene import settings as settings_module
 
 log = logging.getLogger("clymene")
 
-COMMANDS = ("run", "worker", "beat", "flower", "discovery", "web", "check")
+COMMANDS = ("run", "worker", "beat", "flower", "discovery", "web", "gateway", "ingester",
+            "promtail", "check")
 
 
 _LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
@@ -134,6 +138,34 @@ def cmd_web(settings: settings_module.Settings) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _stats_redis(settings: settings_module.Settings):
+    """Redis for the farm's counters, only when a broker URL was given explicitly."""
+    return _redis_client(settings) if settings.broker_url else None
+
+
+def _serve_until_signal(run, settings: settings_module.Settings) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        return run(settings, stop, _stats_redis(settings))
+    except (ValueError, OSError) as exc:
+        log.error("refusing to start: %s", exc)
+        return 1
+
+
+def cmd_gateway(settings: settings_module.Settings) -> int:
+    from clymene.gateway import server
+
+    return _serve_until_signal(server.run, settings)
+
+
+def cmd_ingester(settings: settings_module.Settings) -> int:
+    from clymene.kafka import ingester
+
+    return _serve_until_signal(ingester.run, settings)
 
 
 def _redis_answers(host: str, port: int) -> bool:
@@ -270,6 +302,15 @@ def cmd_run(settings: settings_module.Settings) -> int:
     return code
 
 
+def cmd_promtail(settings: settings_module.Settings) -> int:
+    from clymene.logs.agent import run_promtail
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return run_promtail(settings, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -298,4 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_discovery(settings)
     if args.command == "web":
         return cmd_web(settings)
+    if args.command == "gateway":
+        return cmd_gateway(settings)
+    if args.command == "ingester":
+        return cmd_ingester(settings)
+    if args.command == "promtail":
+        return cmd_promtail(settings)
     return cmd_run(settings)

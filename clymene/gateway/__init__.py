@@ -1,0 +1,1 @@
+"""HTTP receivers (remote write) in front of Kafka or the storages."""

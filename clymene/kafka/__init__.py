@@ -1,0 +1,1 @@
+"""Kafka: publishing batches, and the ingester that drains them into the databases."""
