@@ -298,14 +298,17 @@ def process(body: bytes | None, content_type: str, error: str, ts: int,
 
     `body` is None when the fetch failed with `error` (or the scrape is failed without a
     fetch: target_limit). `previous` is the state the previous scrape returned (None for
-    a target never scraped)."""
+    a target never scraped). Nothing passed in is modified."""
+    pcache: dict[str, bool] | None
     if isinstance(previous, ScrapeState):
-        pcache = dict(previous.cache) if previous.cache is not None else None
-        last_ts = dict(previous.last_ts)
+        pcache, last_ts = previous.cache, previous.last_ts
+    elif previous is None:
+        pcache, last_ts = {}, {}  # a new target: Prometheus' cache starts empty
     else:
-        pcache, last_ts = None, {}
+        pcache, last_ts = None, {}  # series only (stored without the cache)
     prev: dict[Labels, int] = previous or {}
     run = _Append(ts, target_labels, settings, cache, prev, pcache, last_ts)
+    entries: list[tuple[str, float, int | None]] = []
     if body is not None and not error:
         try:
             entries = parse(body, content_type)
@@ -319,34 +322,27 @@ def process(body: bytes | None, content_type: str, error: str, ts: int,
         if not error and run.limited:
             error = "sample limit exceeded"
     up = not error
-    if not up:
-        run.samples = []  # rolled back
+    samples = run.samples if up else []  # a failed append is rolled back
     # Staleness: what the previous scrape had and this one did not append.
     stale = 0
-    samples = run.samples
-    for labels in prev:
-        if labels not in run.cur:
-            newest = last_ts.get(labels)
-            if newest is None or ts >= newest:  # else refused as out of order
-                samples.append((labels, STALE_NAN, ts))
-                stale += 1
-    new_cache: dict[str, bool] | None = run.pcache
+    cur = run.cur
+    if len(cur) != len(prev) or stale_candidates(prev, cur):
+        for labels in prev:
+            if labels not in cur:
+                newest = last_ts.get(labels)
+                if newest is None or ts >= newest:  # else refused as out of order
+                    samples.append((labels, STALE_NAN, ts))
+                    stale += 1
+    new_cache = run.next_cache(entries, up, bool(body))
     new_last = last_ts
-    if up:
-        for labels, t in run.appended_ts.items():
-            if t > new_last.get(labels, t - 1):
-                new_last[labels] = t
-        if body:
-            # Prometheus cleans its scrape cache after a successful non-empty scrape.
-            new_cache = {key: False for key, seen in new_cache.items() if seen}
-        elif run.fallback:
-            new_cache = None
-    elif run.fallback:
-        new_cache = None  # still unknown: the next scrape takes its series for it
-    if new_last:
-        new_last = {lb: t for lb, t in new_last.items()
-                    if t > ts or lb in run.appended_ts}
-    state = ScrapeState(run.cur, new_cache, new_last)
+    if run.appended_ts or last_ts:
+        new_last = dict(last_ts)
+        if up:
+            for labels, t in run.appended_ts.items():
+                if t > new_last.get(labels, t - 1):
+                    new_last[labels] = t
+        new_last = {lb: t for lb, t in new_last.items() if t > ts or lb in run.appended_ts}
+    state = ScrapeState(cur, new_cache, new_last)
     if (isinstance(previous, ScrapeState) and previous._extra_fp
             and new_cache == previous.cache and new_last == previous.last_ts):
         state._extra_fp = previous._extra_fp
@@ -355,8 +351,17 @@ def process(body: bytes | None, content_type: str, error: str, ts: int,
                          series_added=run.series_added, stale_markers=stale)
 
 
+def stale_candidates(prev: dict[Labels, int], cur: dict[Labels, int]) -> bool:
+    """Whether some series of `prev` is not in `cur` (both the same size)."""
+    return not prev.keys() <= cur.keys()
+
+
 class _Append:
-    """Prometheus' append of one document's samples."""
+    """Prometheus' append of one document's samples.
+
+    The common case (no explicit timestamp, no sample limit, cache contents known, no
+    series with an explicit timestamp) is a few dict operations per sample; everything
+    else goes through `_append_one`, which follows the appender chain step by step."""
 
     def __init__(self, ts: int, target_labels: dict[str, str], s: ScrapeSettings,
                  cache: SeriesCache, prev: dict[Labels, int], pcache: dict[str, bool] | None,
@@ -372,8 +377,14 @@ class _Append:
         self.samples: list[Sample] = []
         self.cur: dict[Labels, int] = {}
         self.appended_ts: dict[Labels, int] = {}  # newest explicit timestamp appended
+        self.new_keys: dict[str, None] = {}  # series texts added to Prometheus' cache
+        self.not_cached: set[str] = set()  # new series texts whose append failed
+        self.hits = 0  # samples whose series text was in the cache
+        self.dups = 0  # samples of a series already written in this scrape
         self.total = self.added = self.series_added = 0
+        self.appended = 0  # samples the sample limit counted
         self.limited = False
+        self.emitted: set[Any] = set()  # what _append_one wrote: labels or (labels, ts)
 
     def append(self, entries: list[tuple[str, float, int | None]]) -> str:
         """Append the samples; returns the error that stopped the append, or "" (the
@@ -384,72 +395,100 @@ class _Append:
         if len(lookup) > _CACHE_LIMIT:
             lookup.clear()
         pcache = self.pcache
-        fallback = self.fallback
-        prev = self.prev
         cur = self.cur
-        last_ts = self.last_ts
         samples = self.samples
+        new_keys = self.new_keys
         honor_ts = s.honor_timestamps
-        limit = s.sample_limit
-        max_ts = ts + MAX_AHEAD_MS
-        appended = 0
-        seen: set[Any] = set()
-        total = added = series_added = 0
+        special = bool(s.sample_limit or self.fallback or self.last_ts)
+        hits = dups = dropped = 0
         error = ""
-        for key, value, explicit_ts in entries:
-            total += 1
+        total = len(entries)
+        for i, (key, value, explicit_ts) in enumerate(entries):
             hit = lookup.get(key, _MISS)
-            if hit is _MISS:
-                try:
-                    exposed = parse_series(key)
-                except ParseError as exc:
-                    error = str(exc)
+            if hit.__class__ is not tuple:
+                if hit is _MISS:
+                    try:
+                        exposed = parse_series(key)
+                    except ParseError as exc:
+                        error, total = str(exc), i + 1
+                        break
+                    hit = _resolve(exposed, self.target_labels, s)
+                    lookup[key] = hit
+                if hit is None:
+                    dropped += 1  # dropped by metric relabeling
+                    continue
+                if hit.__class__ is str:
+                    error, total = hit, i + 1  # type: ignore[assignment]
                     break
-                hit = _resolve(exposed, self.target_labels, s)
-                lookup[key] = hit
-            if hit is None:
-                continue  # dropped by metric relabeling
-            if hit.__class__ is str:
-                error = hit  # type: ignore[assignment]
-                break
             labels, fp = hit  # type: ignore[misc]
-            cached = key in pcache or (fallback and labels in prev)
-            tp = explicit_ts if honor_ts else None
-            t = ts if tp is None else tp
-            # The appender chain: sample limit, then 10 minutes ahead, then order.
-            if limit and struct.pack("<d", value) != _STALE_BYTES:
-                appended += 1
-                ok = appended <= limit
-                if not ok:
-                    self.limited = True
-            else:
-                ok = True
-            committed = False
-            if ok and t <= max_ts:
-                newest = last_ts.get(labels)
-                committed = newest is None or t >= newest
-            if committed:
-                if cached and tp is None:
+            if special or (explicit_ts is not None and honor_ts):
+                self._append_one(key, labels, fp, value,
+                                 explicit_ts if honor_ts else None)
+            elif key in pcache or key in new_keys:
+                hits += 1
+                if labels in cur:
+                    dups += 1  # a series twice in one scrape: the first value
+                else:
                     cur[labels] = fp
-                mark = labels if tp is None else (labels, t)
-                if mark not in seen:  # a series twice in one scrape: the first value
-                    seen.add(mark)
-                    samples.append((labels, value, t))
-                if tp is not None or labels in last_ts:
-                    if t > self.appended_ts.get(labels, t - 1):
-                        self.appended_ts[labels] = t
-            if cached:
-                pcache[key] = True
+                    samples.append((labels, value, ts))
             else:
-                if tp is None:
+                new_keys[key] = None
+                if labels in cur:
+                    dups += 1
+                else:
                     cur[labels] = fp
-                if committed:
-                    pcache[key] = True
-                    if not self.limited:
-                        series_added += 1
-            added += 1
-        self.total, self.added, self.series_added = total, added, series_added
+                    samples.append((labels, value, ts))
+        self.total = total
+        self.added = total - dropped - (1 if error else 0)
+        self.hits += hits
+        self.dups += dups
+        self.series_added += len(new_keys) - self.special_keys
         return error
+
+    special_keys = 0  # entries of new_keys that _append_one added (and counted)
+
+    def _append_one(self, key: str, labels: Labels, fp: int, value: float,
+                    tp: int | None) -> None:
+        """One sample through Prometheus' appender chain (the sample limit, at most 10
+        minutes ahead, not older than its series' newest sample), then the scrape cache
+        and staleness tracking."""
+        ts = self.ts
+        t = ts if tp is None else tp
+        committed = True
+        if self.s.sample_limit and struct.pack("<d", value) != _STALE_BYTES:
+            self.appended += 1
+            if self.appended > self.s.sample_limit:
+                self.limited = True
+                committed = False
+        if committed:
+            newest = self.last_ts.get(labels)
+            committed = t <= ts + MAX_AHEAD_MS and (newest is None or t >= newest)
+        cached = (key in self.pcache or key in self.new_keys
+                  or (self.fallback and labels in self.prev))
+        if committed:
+            mark = labels if tp is None else (labels, t)
+            if mark in self.emitted:
+                self.dups += 1  # a series twice in one scrape: the first value
+            else:
+                self.emitted.add(mark)
+                self.samples.append((labels, value, t))
+            if tp is not None or labels in self.last_ts:
+                if t > self.appended_ts.get(labels, t - 1):
+                    self.appended_ts[labels] = t
+        if cached:
+            self.hits += 1
+            if committed and tp is None:
+                self.cur[labels] = fp
+        else:
+            if tp is None:
+                self.cur[labels] = fp  # a new series is tracked even when refused
+            if committed:
+                self.new_keys[key] = None
+                self.special_keys += 1
+                if not self.limited:
+                    self.series_added += 1
+            else:
+                self.not_cached.add(key)
 
     def parse_failure(self, exc: ParseError) -> str:
         """The error of a document that failed at `exc` after its `entries` appended."""
@@ -462,6 +501,29 @@ class _Append:
                 return (f"line {exc.line}: invalid metric name or label names: "
                         + _labels_string(tuple(sorted(lset.items()))))
         return str(exc)
+
+    def next_cache(self, entries: list[tuple[str, float, int | None]], up: bool,
+                   nonempty: bool) -> dict[str, bool] | None:
+        """Prometheus' scrape cache after this scrape: the series texts seen since it was
+        last cleaned are marked; a successful non-empty scrape cleans it (keeps only those,
+        unmarked)."""
+        pcache = self.pcache
+        if self.fallback and not (up and nonempty):
+            return None  # still unknown: the next scrape takes its series for it
+        if up and nonempty and not self.new_keys and not self.dups \
+                and self.hits == len(pcache) and not self.fallback \
+                and True not in pcache.values():
+            return pcache  # the same series as last time: nothing changes
+        lookup = self.memo.entries
+        touched = [key for key, _, _ in entries[:self.total]
+                   if lookup.get(key).__class__ is tuple and key not in self.not_cached]
+        if up and nonempty:
+            out = {key: False for key, seen in pcache.items() if seen and not self.fallback}
+            out.update(dict.fromkeys(touched, False))
+            return out
+        out = dict(pcache)
+        out.update(dict.fromkeys(touched, True))
+        return out
 
 
 _MISS = object()

@@ -10,11 +10,9 @@ and only reads Redis's when another worker scraped the target last.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +21,7 @@ import redis
 from clymene import config as config_module
 from clymene import registry, stats
 from clymene.registry import Target
-from clymene.scrape import STALE_NAN, loop
+from clymene.scrape import loop
 from clymene.scrape.http import Fetcher, ScrapeError
 from clymene.storage import Storage
 from clymene.storage.fanout import Fanout, soft_deadline_for
@@ -53,6 +51,10 @@ return 0
 
 STATS_FLUSH_INTERVAL = 1.0  # seconds
 DEFAULT_LOCK_MS = 120_000  # until the target's own lifetime is known
+
+
+class JobGone(RuntimeError):
+    """The target's job is no longer in the configuration."""
 
 
 def write_budget(target: Target) -> float:
@@ -110,7 +112,7 @@ class Runner:
         cfg = self._config[1]
         sc = next((j for j in cfg.scrape_configs if j.job_name == target.job), None)
         if sc is None:
-            raise RuntimeError(f"job {target.job!r} is not in the configuration")
+            raise JobGone(f"job {target.job!r} is not in the configuration")
         external = dict(cfg.global_config.external_labels or {})
         settings = loop.ScrapeSettings(
             honor_labels=sc.honor_labels, honor_timestamps=sc.honor_timestamps,
@@ -158,7 +160,9 @@ class Runner:
         target = self._parse_target(raw)
         budget = write_budget(target)
         try:
-            return self._scrape_locked(target, start_wall, budget, lock, token,
+            # The scrape's timestamp is taken under the lock: a task that stalled before
+            # locking must not stamp its samples older than the scrape before it.
+            return self._scrape_locked(target, time.time(), budget, lock, token,
                                        stored_fp.decode() if stored_fp else "")
         except BaseException:
             self._release(keys=[lock], args=[token])
@@ -262,11 +266,17 @@ class Runner:
             if last is None:
                 return "never scraped"
             series = self._load_series(state_key) or {}
-            _, settings, _ = self._job(target)
+            try:
+                _, settings, _ = self._job(target)
+            except JobGone:
+                # Prometheus writes no end-of-run markers when a whole scrape pool is
+                # stopped by a config reload, only when targets leave a pool.
+                self.redis.delete(state_key)
+                self._memory.pop(target.id, None)
+                return "job removed"
             ts = int(float(last) * 1000 + target.interval * 1000)
             report = loop.report_labels(target.labels, settings.external_labels)
-            batch = [(labels, STALE_NAN, ts) for labels in series]
-            batch += [(labels, STALE_NAN, ts) for labels in report]
+            batch = loop.end_of_run(series, report, ts)
             self._write(batch, budget, target)
             stats.inc("clymene_stale_markers_total", len(batch), job=target.job)
             pipe = self.redis.pipeline(transaction=False)
@@ -278,16 +288,11 @@ class Runner:
         finally:
             self._release(keys=[lock], args=[token])
 
-    def _load_series(self, state_key: str) -> dict[loop.Labels, int] | None:
+    def _load_series(self, state_key: str) -> loop.ScrapeState | None:
         raw = self.redis.hget(state_key, "series")
         if not raw:
             return None
-        series = json.loads(zlib.decompress(raw))
-        out: dict[loop.Labels, int] = {}
-        for item in series:
-            labels = tuple((n, v) for n, v in item)
-            out[labels] = loop.fingerprint(labels)
-        return out
+        return loop.decode_state(raw)
 
     def _flush_stats(self, pipe: Any = None, force: bool = False) -> None:
         """Add this process' counters to Redis; at most once a second unless forced, so
@@ -319,5 +324,4 @@ class Runner:
 
 
 def _encode_series(series: dict[loop.Labels, int]) -> bytes:
-    return zlib.compress(json.dumps([list(map(list, s)) for s in series],
-                                    separators=(",", ":")).encode(), 1)
+    return loop.encode_state(series)
