@@ -35,6 +35,7 @@ _unpack_double = struct.Struct("<d").unpack_from
 # every scrape, so their bytes are built once. Cleared when it grows past the bound.
 _label_cache: dict[Labels, bytes] = {}
 _id_cache: dict[int, tuple[Labels, bytes]] = {}
+_head_cache: dict[int, tuple[Labels, int, bytes]] = {}
 LABEL_CACHE_MAX = 200_000
 
 
@@ -93,31 +94,40 @@ def encode_write_request(batch: list[Sample]) -> bytes:
     return _encode_grouped(batch)
 
 
+def _series_head(lb: bytes, inner_len: int) -> bytes:
+    """The bytes of a TimeSeries up to its one sample's payload: tag, length, labels,
+    sample tag and sample length."""
+    n = len(lb) + inner_len + 2
+    return b"\x0a" + _varint(n) + lb + b"\x12" + _SMALL[inner_len]
+
+
 def _encode_unique(batch: list[Sample]) -> bytes:
-    # Every labels once (a scrape's batch): one TimeSeries per sample, in one pass.
+    # Every labels once (a scrape's batch): one TimeSeries per sample, in one pass. The
+    # head of each series (everything but value and timestamp) is cached per labels
+    # tuple and sample length, so a sample costs a lookup, a pack and one concatenation.
     out: list[bytes] = []
     append = out.append
     last_ts: int | None = None
     ts_bytes = b""
-    small = _SMALL
+    full = 0  # length of a sample with a value: 9 + len(ts_bytes)
     pack = _pack_double
-    idc = _id_cache
+    heads = _head_cache
     for labels, value, ts in batch:
         if ts != last_ts:
             last_ts = ts
             ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
-        entry = idc.get(id(labels))
-        lb = entry[1] if entry is not None and entry[0] is labels else _labels_bytes(labels)
+            full = 9 + len(ts_bytes)
         vb = pack(value)
-        inner = ts_bytes if vb == _ZERO8 else b"\x09" + vb + ts_bytes
-        n = len(lb) + len(inner) + 2
-        if n < 0x80:
-            head = small[n]
-        elif n < 0x4000:
-            head = bytes(((n & 0x7F) | 0x80, n >> 7))
-        else:
-            head = _varint(n)
-        append(b"\x0a" + head + lb + b"\x12" + small[len(inner)] + inner)
+        if vb == _ZERO8:  # proto3 leaves a zero double out
+            append(_series_head(_labels_bytes(labels), len(ts_bytes)) + ts_bytes)
+            continue
+        entry = heads.get(id(labels))
+        if entry is None or entry[0] is not labels or entry[1] != full:
+            if len(heads) >= LABEL_CACHE_MAX:
+                heads.clear()
+            # The entry holds the tuple, so its id cannot be reused while it exists.
+            entry = heads[id(labels)] = (labels, full, _series_head(_labels_bytes(labels), full))
+        append(entry[2] + b"\x09" + vb + ts_bytes)
     return b"".join(out)
 
 
