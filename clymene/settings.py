@@ -136,7 +136,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add every flag to a parser, with no default so that unset flags fall to the env."""
     for flag in FLAGS:
         parser.add_argument(flag.name, dest=flag.attr, default=None, metavar="VALUE",
-                            help=f"{flag.help} [env {flag.env}, default {flag.default!r}]")
+                            help=f"{flag.help} [env {flag.env}, default {flag.default!r}]"
+                            .replace("%", "%%"))  # argparse formats help with %
 
 
 def export_flags(args: argparse.Namespace, environ: dict[str, str] | None = None) -> None:
