@@ -263,6 +263,36 @@ def test_tls_config_ca_file_and_insecure(tls_api):
         sd.close()
 
 
+def test_tls_config_server_name_and_min_version(tmp_path):
+    # A certificate for the name "kube.internal" only: reachable at 127.0.0.1 with
+    # server_name, refused without it.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=kube.internal", "-addext", "subjectAltName=DNS:kube.internal",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    api = kf.FakeKube()
+    api.start(tls=(str(cert), str(key)))
+    try:
+        api.put(kf.pod("a", ip="10.0.0.1"))
+        sd = k8s.KubernetesSD(sd_config(
+            f"- role: pod\n  api_server: {api.url}\n"
+            f"  tls_config: {{ca_file: {cert}, server_name: kube.internal}}"))
+        try:
+            wait_until(lambda: addresses(sd) == ["10.0.0.1:8080"], timeout=5)
+        finally:
+            sd.close()
+        sd = k8s.KubernetesSD(sd_config(
+            f"- role: pod\n  api_server: {api.url}\n  tls_config: {{ca_file: {cert}}}"))
+        try:
+            wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in sd.informers[0].last_error,
+                       timeout=5)
+            assert sd.groups() == []
+        finally:
+            sd.close()
+    finally:
+        api.stop()
+
+
 def test_in_cluster_end_to_end(tls_api, tmp_path, monkeypatch):
     api, ca = tls_api
     api.tokens = {"sa-token"}

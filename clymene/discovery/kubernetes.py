@@ -501,6 +501,12 @@ class KubeClient:
             self.session.verify = tls.ca_file
         if tls.cert_file:
             self.session.cert = (tls.cert_file, tls.key_file)
+        if tls.server_name or tls.min_version or tls.max_version:
+            # The scrape client's adapter: SNI and verified name, TLS version bounds.
+            from clymene.scrape.http import TLSAdapter
+
+            self.session.mount("https://", TLSAdapter(
+                tls.server_name, tls.min_version, tls.max_version))
         if hc.proxy_url:
             self.session.proxies = {"http": hc.proxy_url, "https": hc.proxy_url}
         self.follow_redirects = hc.follow_redirects

@@ -76,7 +76,7 @@ class _Session(requests.Session):
         return
 
 
-class _TLSAdapter(HTTPAdapter):
+class TLSAdapter(HTTPAdapter):
     """HTTPS with tls_config.server_name (SNI and the name verified) and min/max_version."""
 
     def __init__(self, server_name: str, min_version: str, max_version: str) -> None:
@@ -206,7 +206,7 @@ class Fetcher:
         if tls.cert_file:
             self.session.cert = (tls.cert_file, tls.key_file)
         if tls.server_name or tls.min_version or tls.max_version:
-            self.session.mount("https://", _TLSAdapter(
+            self.session.mount("https://", TLSAdapter(
                 tls.server_name, tls.min_version, tls.max_version))
         if client.proxy_url:
             self.session.proxies = {"http": client.proxy_url, "https": client.proxy_url}
