@@ -184,9 +184,9 @@ def test_broker_outage_retried_until_the_deadline_then_dropped(tmp_path):
             holder["broker"].stop()
 
 
-def test_database_down_20s_then_every_sample_arrives(tmp_path, broker, vm):
-    """The issue asks for 60 s; 20 s keeps the suite short and exercises the same path
-    (many failed writes, retries with backoff, data waiting in Kafka)."""
+def test_database_down_60s_then_every_sample_arrives(tmp_path, broker, vm):
+    """The database is away for 60 s while data keeps flowing into Kafka: failed writes,
+    retries with backoff, data waiting in Kafka; afterwards every sample arrives."""
     s = _settings(broker.url, "down")
     producer = open_kafka(s)
     data_dir = next(Path(tmp_path).glob("vm-data-*"))
@@ -200,7 +200,7 @@ def test_database_down_20s_then_every_sample_arrives(tmp_path, broker, vm):
         time.sleep(3)
         vm.stop()
         down_from = len(batches)
-        time.sleep(20)
+        time.sleep(60)
         assert len(batches) > down_from + 100  # publishing went on during the outage
         [consumer] = ingester.consumers
         assert consumer.retrying and sum(consumer.lag().values()) > 0
