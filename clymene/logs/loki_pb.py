@@ -19,23 +19,11 @@ import json
 
 import cramjam
 
+# The same protobuf wire helpers as remote write's encoder.
+from clymene.storage.remote_write_pb import _SMALL, _U64, _varint
+
 # A stream: (labels text, [(timestamp_ns, line), ...])
 Stream = tuple[str, list[tuple[int, str]]]
-
-_SMALL = [bytes((i,)) for i in range(128)]
-_U64 = (1 << 64) - 1
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
 
 def encode_push_request(streams: list[Stream]) -> bytes:
     """Serialize streams (in the given order, entries in list order) as a PushRequest."""
