@@ -28,6 +28,7 @@ import requests
 
 from clymene import stats
 from clymene.discovery.targets import TargetGroup
+from clymene.scrape.http import configure_session
 
 log = logging.getLogger(__name__)
 
@@ -494,21 +495,7 @@ class KubeClient:
     def _from_http_config(self, cfg: Any) -> None:
         self.base = cfg.api_server.rstrip("/")
         hc = cfg.http_client
-        tls = hc.tls_config
-        if tls.insecure_skip_verify:
-            self.session.verify = False
-        elif tls.ca_file:
-            self.session.verify = tls.ca_file
-        if tls.cert_file:
-            self.session.cert = (tls.cert_file, tls.key_file)
-        if tls.server_name or tls.min_version or tls.max_version:
-            # The scrape client's adapter: SNI and verified name, TLS version bounds.
-            from clymene.scrape.http import TLSAdapter
-
-            self.session.mount("https://", TLSAdapter(
-                tls.server_name, tls.min_version, tls.max_version))
-        if hc.proxy_url:
-            self.session.proxies = {"http": hc.proxy_url, "https": hc.proxy_url}
+        configure_session(self.session, hc)  # TLS and proxy, as for scrapes
         self.follow_redirects = hc.follow_redirects
         if hc.basic_auth is not None:
             ba = hc.basic_auth

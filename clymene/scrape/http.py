@@ -97,6 +97,22 @@ class TLSAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
+def configure_session(session: requests.Session, client: Any) -> None:
+    """Apply a config's HTTP client settings (tls_config, proxy_url) to a session; used
+    by scrapes and by Kubernetes discovery alike."""
+    tls = client.tls_config
+    if tls.insecure_skip_verify:
+        session.verify = False
+    elif tls.ca_file:
+        session.verify = tls.ca_file
+    if tls.cert_file:
+        session.cert = (tls.cert_file, tls.key_file)
+    if tls.server_name or tls.min_version or tls.max_version:
+        session.mount("https://", TLSAdapter(tls.server_name, tls.min_version, tls.max_version))
+    if client.proxy_url:
+        session.proxies = {"http": client.proxy_url, "https": client.proxy_url}
+
+
 class _Watchdog:
     """Shuts the response's socket down at the scrape deadline.
 
@@ -197,19 +213,8 @@ class Fetcher:
         self.body_size_limit = max(0, int(sc.body_size_limit or 0))
         self._basic = client.basic_auth
         self._authorization = client.authorization  # bearer_token(_file) end up here too
-        tls = client.tls_config
-        self._server_name = tls.server_name
-        if tls.insecure_skip_verify:
-            self.session.verify = False
-        elif tls.ca_file:
-            self.session.verify = tls.ca_file
-        if tls.cert_file:
-            self.session.cert = (tls.cert_file, tls.key_file)
-        if tls.server_name or tls.min_version or tls.max_version:
-            self.session.mount("https://", TLSAdapter(
-                tls.server_name, tls.min_version, tls.max_version))
-        if client.proxy_url:
-            self.session.proxies = {"http": client.proxy_url, "https": client.proxy_url}
+        self._server_name = client.tls_config.server_name
+        configure_session(self.session, client)
 
     def _auth(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Authorization header and the secrets in it (kept out of error texts);
