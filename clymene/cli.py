@@ -10,6 +10,8 @@
     clymene gateway    remote write receiver -> Kafka (STORAGE_TYPE=kafka) or the databases
     clymene ingester   Kafka -> every database of STORAGE_TYPE, one consumer group each
     clymene promtail   log agent: tail pod log files -> pipeline stages -> Loki
+    clymene promtail-ingester
+                       Kafka clymene-logs -> Loki / Elasticsearch, one consumer group each
     clymene check config FILE
 
 Every flag can also be set with an environment variable (see clymene.settings); flags
@@ -36,7 +38,7 @@ from clymene import settings as settings_module
 log = logging.getLogger("clymene")
 
 COMMANDS = ("run", "worker", "beat", "flower", "discovery", "web", "gateway", "ingester",
-            "promtail", "check")
+            "promtail", "promtail-ingester", "check")
 
 
 _LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
@@ -237,7 +239,11 @@ def cmd_run(settings: settings_module.Settings) -> int:
 
     try:
         config.load_file(settings.config_file)
-    except (config.ConfigError, OSError) as exc:
+        if settings.promtail_config_file:
+            from clymene.logs import config as log_config
+
+            log_config.load_file(settings.promtail_config_file)
+    except (config.ConfigError, OSError, ValueError) as exc:
         log.error("refusing to start: %s", exc)
         return 1
     children: list[tuple[str, subprocess.Popen]] = []
@@ -258,6 +264,9 @@ def cmd_run(settings: settings_module.Settings) -> int:
                     "--pool", settings.worker_pool]),
         ("web", [sys.executable, "-m", "clymene", "web"]),
     ]
+    if settings.promtail_config_file:
+        # The log agent beside the farm (its config was checked above).
+        commands.append(("promtail", [sys.executable, "-m", "clymene", "promtail"]))
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -300,6 +309,12 @@ def cmd_run(settings: settings_module.Settings) -> int:
                 _stop_group(proc, signal.SIGKILL)
     shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def cmd_promtail_ingester(settings: settings_module.Settings) -> int:
+    from clymene.logs import ingester
+
+    return _serve_until_signal(ingester.run, settings)
 
 
 def cmd_promtail(settings: settings_module.Settings) -> int:
@@ -345,4 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_ingester(settings)
     if args.command == "promtail":
         return cmd_promtail(settings)
+    if args.command == "promtail-ingester":
+        return cmd_promtail_ingester(settings)
     return cmd_run(settings)

@@ -158,3 +158,26 @@ def test_embedded_config_passes_clymene_check(tmp_path):
         assert f'job "{job}"' in out.stdout
     env = next(doc for _, doc in documents() if doc["metadata"]["name"] == "clymene-env")
     assert env["data"]["CONFIG_FILE"] == "/etc/clymene/clymene.yml"
+
+
+def test_gateway_and_ingesters_settings_load():
+    from clymene import cli
+    from clymene import settings as settings_module
+    from clymene.gateway.logs import log_kinds
+    from clymene.logs.ingester import backend_kinds
+
+    base = next(doc for _, doc in documents()
+                if doc["metadata"]["name"] == "clymene-env")["data"]
+    deployments = {doc["metadata"]["name"]: doc for _, doc in documents()
+                   if doc["kind"] == "Deployment"}
+    loaded = {}
+    for name in ("clymene-gateway", "clymene-ingester", "clymene-promtail-ingester"):
+        [c] = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert c["args"][0] in cli.COMMANDS, name
+        env = {**base, **{e["name"]: e["value"] for e in c["env"]}}
+        loaded[name] = settings_module.load(env)
+    assert deployments["clymene-gateway"]["spec"]["replicas"] == 2
+    assert log_kinds(loaded["clymene-gateway"]) == ["kafka"]
+    assert loaded["clymene-gateway"].kafka_producer_promtail_topic == "clymene-logs"
+    assert loaded["clymene-ingester"].storage_type == ["prometheus"]
+    assert backend_kinds(loaded["clymene-promtail-ingester"]) == ["loki", "elasticsearch"]

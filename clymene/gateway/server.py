@@ -1,9 +1,16 @@
-"""`clymene gateway`: an HTTP receiver of Prometheus remote write 1.0.
+"""`clymene gateway`: an HTTP receiver of Prometheus remote write 1.0 and of Loki pushes.
 
     POST /api/v1/write   remote write 1.0 (snappy protobuf WriteRequest), from clymene
                          workers, Prometheus, Grafana Agent, vmagent
     POST /api/metrics    the original Clymene gateway's endpoint: the same body; a JSON
                          WriteRequest (Content-Type: application/json) is taken too
+    POST /loki/api/v1/push, /api/logs
+                         Loki push API (snappy protobuf or JSON PushRequest, optionally
+                         gzip/deflate Content-Encoding; tenant in X-Scope-OrgID), from
+                         clymene promtail, promtail, Grafana Alloy, Fluent Bit; to the log
+                         outputs of STORAGE_TYPE (see clymene.gateway.logs); /api/logs
+                         also takes the original Clymene promtail's JSON ProducerBatch
+                         ({"batch": {"streams": ...}, "tenantID": ...})
     GET  /-/healthy, /-/ready, /metrics
 
 The samples go to every storage of STORAGE_TYPE (normally `kafka`, which publishes them
@@ -14,8 +21,12 @@ acknowledged it, or the database wrote it); 503 when it did not happen within
 411 without Content-Length, 401 for missing or wrong credentials. The gateway keeps no
 state: run as many replicas behind one Service as the traffic needs.
 
+Logs follow the same rules (204 once safe, 503, 400, 413; 415 for an unknown
+Content-Type); a path whose side has no output configured answers 404.
+
 Counters: clymene_gateway_requests_total{code,handler},
-clymene_gateway_samples_received_total, clymene_gateway_samples_failed_total.
+clymene_gateway_samples_received_total, clymene_gateway_samples_failed_total,
+clymene_gateway_log_entries_received_total, clymene_gateway_log_entries_failed_total.
 """
 
 from __future__ import annotations
@@ -30,14 +41,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from clymene import stats
+from clymene.gateway.logs import LogSink, decode_api_logs, decode_logs
 from clymene.kafka import encoding as enc
 from clymene.kafka.metrics import Exporter
+from clymene.logs.push import PUSH_PATHS, PushDecodeError
 from clymene.storage import Sample, Storage, WriteError
 from clymene.storage.remote_write_pb import decode_write_request, decompress
 
 log = logging.getLogger(__name__)
 
 WRITE_PATHS = ("/api/v1/write", "/api/metrics")
+ALL_PATHS = WRITE_PATHS + PUSH_PATHS
 
 
 class BadRequest(ValueError):
@@ -86,8 +100,10 @@ class Gateway:
     """The request handling, apart from HTTP: decode, write everywhere, answer."""
 
     def __init__(self, storages: list[Storage], write_timeout: float = 10.0,
-                 max_body_size: int = 16 << 20, auth: tuple[str, str] | None = None) -> None:
+                 max_body_size: int = 16 << 20, auth: tuple[str, str] | None = None,
+                 logs: LogSink | None = None) -> None:
         self.storages = storages
+        self.logs = logs
         self.write_timeout = write_timeout
         self.max_body_size = max_body_size
         # ("bearer", token) or ("basic", "user:password")
@@ -138,6 +154,8 @@ class Gateway:
     def close(self) -> None:
         for storage in self.storages:
             storage.close()
+        if self.logs is not None:
+            self.logs.close()
 
 
 def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
@@ -146,9 +164,15 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             path = self.path.split("?", 1)[0]
-            if path not in WRITE_PATHS:
+            if path not in ALL_PATHS:
                 self._drain()
                 return self._answer(404, "not found", path)
+            logs = path in PUSH_PATHS
+            missing = gw.logs is None if logs else not gw.storages
+            if missing:
+                self._drain()
+                return self._answer(404, f"no {'log output' if logs else 'metrics storage'}"
+                                         " configured (STORAGE_TYPE)", path)
             if not gw.authorized(self.headers.get("Authorization")):
                 self._drain()
                 return self._answer(401, "unauthorized", path,
@@ -168,6 +192,8 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
             if len(body) != size:
                 self.close_connection = True
                 return self._answer(400, "body shorter than Content-Length", path)
+            if logs:
+                return self._push_logs(body, path)
             try:
                 batch = decode_body(body, self.headers.get("Content-Type", ""),
                                     gw.max_body_size)
@@ -176,6 +202,23 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
             except BadRequest as exc:
                 return self._answer(400, str(exc), path)
             code, error = gw.write(batch)
+            self._answer(code, error, path)
+
+        def _push_logs(self, body: bytes, path: str) -> None:
+            assert gw.logs is not None
+            ctype = self.headers.get("Content-Type", "")
+            cenc = self.headers.get("Content-Encoding", "")
+            body_tenant = ""
+            try:
+                if path == "/api/logs":
+                    streams, body_tenant = decode_api_logs(body, ctype, cenc,
+                                                           gw.max_body_size)
+                else:
+                    streams = decode_logs(body, ctype, cenc, gw.max_body_size)
+            except PushDecodeError as exc:
+                return self._answer(exc.status, str(exc), path)
+            tenant = (self.headers.get("X-Scope-OrgID") or "").strip() or body_tenant or None
+            code, error = gw.logs.write(streams, tenant)
             self._answer(code, error, path)
 
         def do_GET(self) -> None:  # noqa: N802
@@ -195,7 +238,7 @@ def _handler(gw: Gateway) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, code: int, error: str, path: str,
                     headers: dict[str, str] | None = None) -> None:
-            handler = path if path in WRITE_PATHS else "other"
+            handler = path if path in ALL_PATHS else "other"
             stats.inc("clymene_gateway_requests_total", code=str(code), handler=handler)
             if code >= 500:
                 log.warning("%s: answering %d: %s", path, code, error)
@@ -279,16 +322,31 @@ def run(settings: Any, stop: threading.Event, redis_client: object | None = None
                              "--gateway.http-server.tls.cert and .key")
         tls = tls_context(settings.gateway_tls_cert, settings.gateway_tls_key,
                           settings.gateway_tls_client_ca)
+    from clymene.gateway.logs import metrics_settings, open_outputs
+
     auth = settings_auth(settings)
-    gw = Gateway(open_storages(settings), settings.gateway_write_timeout,
-                 settings.gateway_max_body_size, auth)
+    msettings = metrics_settings(settings)
+    # STORAGE_TYPE naming only log outputs (loki): no metrics storage, not the default file
+    storages = (open_storages(msettings)
+                if msettings.storage_type or not settings.storage_type else [])
+    try:
+        outputs = open_outputs(settings)
+    except BaseException:
+        for storage in storages:
+            storage.close()
+        raise
+    logs = LogSink(outputs, settings.gateway_write_timeout) if outputs else None
+    gw = Gateway(storages, settings.gateway_write_timeout, settings.gateway_max_body_size,
+                 auth, logs)
     gw.exporter.redis = redis_client
     server = make_server(settings.gateway_http_host_port, gw, tls)
     threading.Thread(target=server.serve_forever, name="gateway-http", daemon=True).start()
     flusher = threading.Thread(target=run_flusher, args=(gw.exporter, stop), daemon=True)
     flusher.start()
-    log.info("gateway listening on %s (%s) -> %s", settings.gateway_http_host_port,
-             "https" if tls else "http", ", ".join(s.name for s in gw.storages))
+    log.info("gateway listening on %s (%s): metrics -> %s; logs -> %s",
+             settings.gateway_http_host_port, "https" if tls else "http",
+             ", ".join(s.name for s in gw.storages) or "none",
+             ", ".join(o.name for o in outputs) or "none")
     stop.wait()
     server.shutdown()
     server.server_close()

@@ -10,7 +10,9 @@
                       positions; `clymene promtail` (run_promtail), /ready and /metrics
     loki.py           Loki push client (snappy protobuf or JSON), retries and backoff
     loki_pb.py        logproto.PushRequest encoded and decoded by hand
-    kafka.py          Kafka output (topic clymene-logs) and the log ingester (Kafka -> Loki)
+    kafka.py          Kafka output (topic clymene-logs) and a Loki-only log ingester
+    ingester.py       `clymene promtail-ingester`: Kafka -> Loki and Elasticsearch, a
+                      consumer group per backend, commit after write, DLQ
     elasticsearch.py  Elasticsearch output (clymene-logs-YYYY.MM.DD, one document per line)
     push.py           decoding Loki push requests, for a gateway's /loki/api/v1/push
 

@@ -54,6 +54,11 @@ class ElasticsearchLogOutput:
         prefix = index_prefix + "-" if index_prefix and not index_prefix.endswith("-") \
             else index_prefix
         self.base = f"{prefix}{index_name}"
+        # --es.index-date-pattern is written YYYY.MM.DD (like the metrics storage);
+        # a pattern holding "%" is taken as strftime as it is.
+        if "%" not in date_pattern:
+            date_pattern = (date_pattern.replace("YYYY", "%Y").replace("MM", "%m")
+                            .replace("DD", "%d"))
         self.date_pattern = date_pattern
         self.num_shards = num_shards
         self.num_replicas = num_replicas
@@ -157,3 +162,13 @@ class ElasticsearchLogOutput:
 
     def close(self) -> None:
         self.client.close()
+
+
+def from_settings(settings: Any) -> ElasticsearchLogOutput:
+    """The output from the --es.* flags (index --es.clymene-promtail.index.name)."""
+    return ElasticsearchLogOutput(
+        list(settings.es_server_urls), settings.es_index_prefix,
+        settings.es_clymene_promtail_index_name, settings.es_index_date_pattern,
+        settings.es_timeout, settings.es_username, settings.es_password,
+        settings.es_num_shards, settings.es_num_replicas,
+        settings.es_create_index_templates, settings.loki_client_min_backoff)

@@ -35,13 +35,15 @@ class LokiClient:
     max_retries: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     name: str = "loki"
+    # connections kept to Loki (the gateway pushes from many request threads at once)
+    pool_size: int = 2
 
     def __post_init__(self) -> None:
         if self.encoding not in ("protobuf", "json"):
             raise ValueError(f"--loki.client.encoding: {self.encoding!r} (protobuf or json)")
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"--loki.client.url: {self.url!r} is not an http(s) URL")
-        self._pool = urllib3.PoolManager(maxsize=2, retries=False,
+        self._pool = urllib3.PoolManager(maxsize=self.pool_size, retries=False,
                                          timeout=urllib3.Timeout(total=self.timeout))
         self.sent_batches = 0
         self.sent_entries = 0
