@@ -406,11 +406,21 @@ def serve_http(agent: Agent, address: str, port: int) -> Any:
 
 
 def open_output(settings: Any, cfg: PromtailConfig) -> Output:
-    """The outputs STORAGE_TYPE names (loki, kafka, elasticsearch; none of them: loki).
+    """The outputs STORAGE_TYPE names (loki, kafka, elasticsearch, gateway; none: loki).
     Loki's URL comes from
     --loki.client.url, else the config's clients[0].url."""
-    kinds = [k for k in (settings.storage_type or [])
-             if k in ("loki", "kafka", "elasticsearch")] or ["loki"]
+    from clymene.storage.factory import OPENERS
+
+    log_kinds = ("loki", "kafka", "elasticsearch", "gateway")
+    kinds = [k for k in (settings.storage_type or []) if k in log_kinds]
+    # One STORAGE_TYPE serves metrics and logs: metrics-only backends are skipped here,
+    # a name neither side knows is refused.
+    unknown = [k for k in (settings.storage_type or []) if k not in log_kinds
+               and k not in OPENERS]
+    if unknown:
+        raise ValueError(f"STORAGE_TYPE: {', '.join(unknown)} cannot store logs "
+                         f"(log outputs: {', '.join(log_kinds)})")
+    kinds = kinds or ["loki"]
     outputs: list[Any] = []
     for kind in kinds:
         if kind == "elasticsearch":
@@ -431,6 +441,10 @@ def open_output(settings: Any, cfg: PromtailConfig) -> Output:
             outputs.append(KafkaLogOutput(Publisher(producer_config(settings), topic,
                                                     name="kafka-logs"), topic,
                                           min_backoff=settings.loki_client_min_backoff))
+        elif kind == "gateway":
+            # The clymene gateway speaks Loki's push API (clymene/gateway/logs.py).
+            base = settings.gateway_http_url.rstrip("/")
+            outputs.append(_loki_client(settings, cfg, url=base + "/loki/api/v1/push"))
         else:
             outputs.append(_loki_client(settings, cfg))
     if len(outputs) == 1:
@@ -440,11 +454,11 @@ def open_output(settings: Any, cfg: PromtailConfig) -> Output:
     return MultiOutput(outputs)
 
 
-def _loki_client(settings: Any, cfg: PromtailConfig) -> Output:
+def _loki_client(settings: Any, cfg: PromtailConfig, url: str = "") -> Output:
     from clymene.logs.loki import LokiClient
 
     client = cfg.clients[0] if cfg.clients else {}
-    url = settings.loki_client_url or client.get("url", "")
+    url = url or settings.loki_client_url or client.get("url", "")
     if not url:
         raise ValueError("no output: set --loki.client.url (LOKI_CLIENT_URL) or clients[0].url")
     return LokiClient(url, timeout=settings.loki_client_timeout,

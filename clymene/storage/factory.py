@@ -94,6 +94,21 @@ def _open_prometheus(settings: Any) -> Storage:
     )
 
 
+def _open_gateway(settings: Any) -> Storage:
+    from clymene.storage.prometheus import RemoteWriteStorage
+
+    storage = RemoteWriteStorage(
+        _get(settings, "gateway_http_url", "http://localhost:15611").rstrip("/") + "/api/v1/write",
+        timeout=settings.prometheus_remote_timeout,
+        max_samples_per_send=getattr(settings, "prometheus_remote_max_samples_per_send", 2000),
+        name="gateway",
+    )
+    # The gateway answers 2xx only once the data is safe (in Kafka or written): like
+    # Kafka, it is always waited for, so a target's batches keep their order.
+    storage.always_wait = True  # type: ignore[attr-defined]
+    return storage
+
+
 def _open_cortex(settings: Any) -> Storage:
     from clymene.storage.prometheus import RemoteWriteStorage
 
@@ -198,6 +213,7 @@ OPENERS: dict[str, Callable[[Any], Storage]] = {
     "file": _open_file,
     "prometheus": _open_prometheus,
     "cortex": _open_cortex,
+    "gateway": _open_gateway,
     "elasticsearch": _open_elasticsearch,
     "opentsdb": _open_opentsdb,
     "influxdb": _open_influxdb,
@@ -244,6 +260,9 @@ def _load_config(settings: Any) -> Any:
     return config_module.load_file(path)
 
 
+LOG_ONLY_TYPES = ("loki",)
+
+
 def open_storages(settings: Any, config: Any = None) -> list[Storage]:
     """One storage per name in `settings.storage_type` (in that order, repeats ignored),
     then one per `remote_write:` entry of `config` (loaded from `settings.config_file`
@@ -252,7 +271,9 @@ def open_storages(settings: Any, config: Any = None) -> list[Storage]:
     names: list[str] = []
     for raw in settings.storage_type or []:
         name = raw.strip().lower()
-        if name and name not in names:
+        # One STORAGE_TYPE serves metrics and logs (e.g. `clymene run` with a log agent):
+        # log-only outputs are the log side's business.
+        if name and name not in names and name not in LOG_ONLY_TYPES:
             names.append(name)
     for name in names:
         if name not in OPENERS:

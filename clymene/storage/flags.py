@@ -40,6 +40,10 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 FLAGS: tuple[Flag, ...] = (
+    # -- gateway: agents send to a clymene gateway (the original used gRPC on :15610)
+    Flag("--gateway.http.url", "gateway_http_url", "http://localhost:15611",
+         "Base URL of the clymene gateway for STORAGE_TYPE=gateway: metrics go to "
+         "<url>/api/v1/write, logs to <url>/loki/api/v1/push."),
     # -- prometheus / cortex remote write: what the original lacks
     Flag("--prometheus.remote.user.agent", "prometheus_remote_user_agent_dotted", "",
          "The original Clymene's spelling of --prometheus.remote.user-agent."),
