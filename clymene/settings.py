@@ -39,7 +39,9 @@ CORE_FLAGS: tuple[Flag, ...] = (
          "(`clymene run` starts an embedded Redis when nothing answers there).",
          env_name="CLYMENE_BROKER_URL"),
     Flag("--storage.type", "storage_type", "",
-         "Comma list of storage backends (prometheus, file). Empty means file.", parse_list),
+         "Comma list of storage backends (prometheus, cortex, elasticsearch, opentsdb, "
+         "influxdb, kafka, gateway, file; for logs loki, elasticsearch, kafka, gateway). "
+         "Empty means file.", parse_list),
     Flag("--prometheus.remote.url", "prometheus_remote_url", "",
          "Remote write URL, e.g. http://prometheus:9090/api/v1/write."),
     Flag("--prometheus.remote.timeout", "prometheus_remote_timeout", "30s",
