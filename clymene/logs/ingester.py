@@ -23,7 +23,10 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from clymene import stats
+from clymene.kafka.client import consumer_config
 from clymene.kafka.consumer import BackendConsumer
+from clymene.kafka.ingester import Ingester, dlq_publisher, serve_admin
+from clymene.kafka.metrics import Exporter
 from clymene.logs import loki_pb
 from clymene.logs.kafka import TENANT_HEADER
 from clymene.logs.loki import PushAborted
@@ -160,13 +163,13 @@ def open_backends(settings: Any) -> list[Any]:
     return outputs
 
 
-class LogIngesterProcess:
+class LogIngesterProcess(Ingester):
+    """The metrics ingester (its start, ready and close) with a LogBackendConsumer per
+    log output, on `--kafka.consumer.promtail.topic`."""
+
     def __init__(self, settings: Any, outputs: list[Any],
                  redis_client: object | None = None) -> None:
-        from clymene.kafka.client import consumer_config
-        from clymene.kafka.ingester import dlq_publisher
-        from clymene.kafka.metrics import Exporter
-
+        # Not Ingester.__init__: that one checks and consumes the metrics topic.
         self.settings = settings
         self.topic = settings.kafka_consumer_promtail_topic
         self.stop = threading.Event()
@@ -201,36 +204,9 @@ class LogIngesterProcess:
                         float(getattr(s.output, "retries", 0))))
         return out
 
-    def ready(self) -> bool:
-        return all(c.ready.is_set() for c in self.consumers)
-
-    def start(self) -> None:
-        from clymene.kafka.metrics import run_flusher
-
-        for c in self.consumers:
-            t = threading.Thread(target=c.run, name=f"log-ingester-{c.backend}", daemon=True)
-            t.start()
-            self._threads.append(t)
-        t = threading.Thread(target=run_flusher, args=(self.exporter, self.stop),
-                             name="log-ingester-stats", daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """A batch being written is finished and committed, or left for a later read."""
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout)
-        self.exporter.flush()
-        self.dlq.close()
-        for storage in self.storages:
-            storage.close()
-
 
 def run(settings: Any, stop: threading.Event, redis_client: object | None = None) -> int:
     """`clymene promtail-ingester` until `stop` is set."""
-    from clymene.kafka.ingester import serve_admin
-
     outputs = open_backends(settings)
     ingester = LogIngesterProcess(settings, outputs, redis_client)
     server = None
