@@ -72,6 +72,22 @@ def test_json_labels_output():
     assert [line for _, line, _ in out] == ['{"a":1}']
 
 
+def test_json_full_jmespath_expressions():
+    # Filters, projections, pipes and functions, as promtail's json stage accepts them.
+    doc = ('{"items":[{"k":"a","v":1},{"k":"b","v":2}],"user":{"name":"kim"},'
+           '"tags":["x","y"]}')
+    out, _ = run("- json: {expressions: {b: \"items[?k=='b'].v | [0]\", "
+                 "n: 'length(tags)', u: 'user.name', ks: 'items[*].k'}}\n"
+                 "- labels: {b: , n: , u: , ks: }", [doc])
+    assert out == [({"job": "x", "b": "2", "n": "2", "u": "kim", "ks": '["a","b"]'},
+                    doc, 1000)]
+
+
+def test_json_invalid_jmespath_is_refused_at_load():
+    with pytest.raises(stages.StageError, match=r"expressions\.bad: invalid JMESPath"):
+        run("- json: {expressions: {bad: 'items[?'}}", ["{}"])
+
+
 def test_logfmt_template_labels():
     out, _ = run("- logfmt: {mapping: {lvl: level, d: }}\n"
                  "- template: {source: lvl, template: '{{ .Value | ToUpper }}-{{ .d }}'}\n"

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jmespath
+
 from clymene.logs import timefmt
 from clymene.logs.gotemplate import NO_VALUE, TemplateError, compile_template
 from clymene.logs.tail import Entry
@@ -323,14 +325,21 @@ class JSONStage(Stage):
             raise StageError(f"{where}: expressions is required", _line_of(raw))
         self.source = _opt_str(raw, "source", where)
         self.drop_malformed = bool(raw.get("drop_malformed") or False)
-        self.paths: list[tuple[str, list[str | int]]] = []
+        # A plain path (a.b, "quoted".c, items[0]) is walked by hand, fast; anything else
+        # is a full JMESPath expression, as in promtail, evaluated by the jmespath library.
+        self.paths: list[tuple[str, Any]] = []
         for name, expr in exprs.items():
             text = name if expr in (None, "") else str(expr)
             try:
-                self.paths.append((str(name), _jmes_path(text)))
-            except ValueError as exc:
-                raise StageError(f"{where}: expressions.{name}: {exc}",
-                                 _key_line(exprs, name)) from None
+                path: Any = _jmes_path(text)
+            except ValueError:
+                try:
+                    path = jmespath.compile(text)
+                except jmespath.exceptions.JMESPathError as exc:
+                    raise StageError(f"{where}: expressions.{name}: invalid JMESPath "
+                                     f"expression {text!r}: {exc}",
+                                     _key_line(exprs, name)) from None
+            self.paths.append((str(name), path))
 
     def run(self, entries: list[Entry]) -> list[Entry]:
         out = []
@@ -350,6 +359,11 @@ class JSONStage(Stage):
             ex = e.get_extracted()
             for name, path in self.paths:
                 v: Any = doc
+                if not isinstance(path, list):
+                    v = path.search(doc)
+                    if v is not None:
+                        ex[name] = v if isinstance(v, str) else _value_str(v)
+                    continue
                 for p in path:
                     if isinstance(p, int):
                         v = v[p] if isinstance(v, list) and -len(v) <= p < len(v) else None
