@@ -239,16 +239,12 @@ def open_outputs(settings: Any) -> list[Any]:
                                       name="kafka-logs")
                 outputs.append(KafkaLogs(publisher, topic))
             elif kind == "loki":
-                from clymene.logs.loki import LokiClient
+                from clymene.logs import loki
 
                 if not settings.loki_client_url:
                     raise ValueError("STORAGE_TYPE=loki needs --loki.client.url")
-                outputs.append(LokiClient(settings.loki_client_url,
-                                          timeout=settings.loki_client_timeout,
-                                          tenant=settings.loki_client_tenant_id,
-                                          encoding=settings.loki_client_encoding,
-                                          min_backoff=0.1, max_backoff=1.0,
-                                          pool_size=32))
+                outputs.append(loki.from_settings(settings, min_backoff=0.1, max_backoff=1.0,
+                                                  max_retries=0, pool_size=32))
             else:
                 from clymene.logs import elasticsearch
 

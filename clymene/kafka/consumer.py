@@ -116,8 +116,19 @@ class BackendConsumer:
                 self._next.pop(p.partition, None)
                 self._lag.pop(p.partition, None)
 
+    # -- hooks for other message kinds (clymene.logs.ingester) -----------------------
+    def decode(self, message: Any) -> list[Any]:
+        """The items one message carries, as the storage writes them; ValueError when it
+        cannot be decoded."""
+        return enc.decode(message.value() or b"", self.encoding)
+
+    def count_written(self, written: list[list[Any]]) -> None:
+        """Count what a batch wrote: the decoded items of each written message."""
+        n = sum(len(items) for items in written)
+        stats.inc("clymene_ingester_samples_written_total", n, backend=self.backend)
+
     def _process(self, consumer: Any, messages: list[Any]) -> None:
-        records: list[list[Any]] = []  # [message, samples or None, reason, error]
+        records: list[list[Any]] = []  # [message, items or None, reason, error]
         for m in messages:
             err = m.error()
             if err is not None:
@@ -125,14 +136,14 @@ class BackendConsumer:
                     log.warning("backend %s: consumer error: %s", self.backend, err.str())
                 continue
             try:
-                samples = enc.decode(m.value() or b"", self.encoding)
+                items = self.decode(m)
             except ValueError as exc:
                 records.append([m, None, "undecodable", str(exc)])
             else:
-                records.append([m, samples, "", ""])
+                records.append([m, items, "", ""])
         if not records:
             return
-        batch = [s for r in records if r[1] for s in r[1]]
+        batch = [i for r in records if r[1] for i in r[1]]
         outcome, error = self._write(batch) if batch else ("ok", "")
         if outcome == "stopped":
             return
@@ -145,25 +156,24 @@ class BackendConsumer:
                         return
                     if one == "rejected":
                         r[1], r[2], r[3] = None, "rejected", error
-        written = 0
-        for m, samples, reason, error in records:
-            if samples is None:
+        written: list[list[Any]] = []
+        for m, items, reason, error in records:
+            if items is None:
                 if not self._dead_letter(m, reason, error):
                     return
             else:
-                written += len(samples)
-        good = sum(1 for r in records if r[1] is not None)
-        stats.inc("clymene_ingester_messages_written_total", good, backend=self.backend)
-        stats.inc("clymene_ingester_samples_written_total", written, backend=self.backend)
+                written.append(items)
+        stats.inc("clymene_ingester_messages_written_total", len(written), backend=self.backend)
+        self.count_written(written)
         self._commit(consumer, records)
 
-    def _write(self, samples: list[Any]) -> tuple[str, str]:
+    def _write(self, items: list[Any]) -> tuple[str, str]:
         """("ok" | "rejected" | "stopped", error): retries transient failures until they
         pass or the ingester stops."""
         backoff = MIN_BACKOFF
         while True:
             try:
-                self.storage.write(samples, time.monotonic() + self.write_timeout)
+                self.storage.write(items, time.monotonic() + self.write_timeout)
                 if self.retrying:
                     log.info("backend %s: writing again", self.backend)
                 self.retrying = False

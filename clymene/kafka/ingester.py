@@ -51,6 +51,7 @@ class Ingester:
             raise ValueError("the ingester needs at least one backend in STORAGE_TYPE")
         enc.check_encoding(settings.kafka_consumer_encoding, "--kafka.consumer.encoding")
         self.settings = settings
+        self.topic = settings.kafka_consumer_topic
         self.storages = storages
         self.stop = threading.Event()
         self.dlq = dlq_publisher(settings)
@@ -58,7 +59,7 @@ class Ingester:
             BackendConsumer(
                 storage, consumer_config(settings,
                                          f"{settings.kafka_consumer_group_id}-{storage.name}"),
-                settings.kafka_consumer_topic, settings.kafka_consumer_encoding, self.dlq,
+                self.topic, settings.kafka_consumer_encoding, self.dlq,
                 self.stop, batch_messages=settings.ingester_batch_messages,
                 write_timeout=settings.ingester_write_timeout,
                 max_backoff=settings.ingester_max_backoff,
@@ -71,7 +72,7 @@ class Ingester:
 
     def _gauges(self) -> list[tuple[str, str, float]]:
         out = []
-        topic = self.settings.kafka_consumer_topic
+        topic = self.topic
         for c in self.consumers:
             for partition, lag in sorted(c.lag().items()):
                 out.append(("clymene_ingester_consumer_lag",

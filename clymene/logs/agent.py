@@ -455,18 +455,15 @@ def open_output(settings: Any, cfg: PromtailConfig) -> Output:
 
 
 def _loki_client(settings: Any, cfg: PromtailConfig, url: str = "") -> Output:
-    from clymene.logs.loki import LokiClient
+    from clymene.logs import loki
 
     client = cfg.clients[0] if cfg.clients else {}
     url = url or settings.loki_client_url or client.get("url", "")
     if not url:
         raise ValueError("no output: set --loki.client.url (LOKI_CLIENT_URL) or clients[0].url")
-    return LokiClient(url, timeout=settings.loki_client_timeout,
-                      tenant=settings.loki_client_tenant_id or str(client.get("tenant_id") or ""),
-                      encoding=settings.loki_client_encoding,
-                      min_backoff=settings.loki_client_min_backoff,
-                      max_backoff=settings.loki_client_max_backoff,
-                      max_retries=settings.loki_client_max_retries)
+    return loki.from_settings(
+        settings, url,
+        tenant=settings.loki_client_tenant_id or str(client.get("tenant_id") or ""))
 
 
 def run_promtail(settings: Any, stop: threading.Event) -> int:

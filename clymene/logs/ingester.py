@@ -20,8 +20,6 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import KafkaError
-
 from clymene import stats
 from clymene.kafka.client import consumer_config
 from clymene.kafka.consumer import BackendConsumer
@@ -77,9 +75,7 @@ class LogStorage:
                 raise WriteError(str(exc), retryable=True) from None
             if not ok:
                 raise WriteError(f"{self.name} refused the entries", retryable=False)
-            n = sum(len(e) for e in streams.values())
-            self.entries_written += n
-            stats.inc("clymene_ingester_log_entries_written_total", n, backend=self.name)
+            self.entries_written += sum(len(e) for e in streams.values())
 
     def close(self) -> None:
         self.output.close()
@@ -88,41 +84,12 @@ class LogStorage:
 class LogBackendConsumer(BackendConsumer):
     """BackendConsumer decoding log messages instead of metric batches."""
 
-    def _process(self, consumer: Any, messages: list[Any]) -> None:
-        records: list[list[Any]] = []  # [message, items or None, reason, error]
-        for m in messages:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("backend %s: consumer error: %s", self.backend, err.str())
-                continue
-            try:
-                items = decode_message(m.value() or b"", m.headers())
-            except ValueError as exc:
-                records.append([m, None, "undecodable", str(exc)])
-            else:
-                records.append([m, items, "", ""])
-        if not records:
-            return
-        batch = [i for r in records if r[1] for i in r[1]]
-        outcome, error = self._write(batch) if batch else ("ok", "")
-        if outcome == "stopped":
-            return
-        if outcome == "rejected":
-            # Find the messages the backend refuses; write the others.
-            for r in records:
-                if r[1]:
-                    one, error = self._write(r[1])
-                    if one == "stopped":
-                        return
-                    if one == "rejected":
-                        r[1], r[2], r[3] = None, "rejected", error
-        for m, items, reason, error in records:
-            if items is None and not self._dead_letter(m, reason, error):
-                return
-        good = sum(1 for r in records if r[1] is not None)
-        stats.inc("clymene_ingester_messages_written_total", good, backend=self.backend)
-        self._commit(consumer, records)
+    def decode(self, message: Any) -> list[Item]:
+        return decode_message(message.value() or b"", message.headers())
+
+    def count_written(self, written: list[list[Item]]) -> None:
+        n = sum(len(entries) for items in written for _, _, entries in items)
+        stats.inc("clymene_ingester_log_entries_written_total", n, backend=self.backend)
 
 
 def backend_kinds(settings: Any) -> list[str]:
@@ -140,16 +107,13 @@ def open_backends(settings: Any) -> list[Any]:
     try:
         for kind in backend_kinds(settings):
             if kind == "loki":
-                from clymene.logs.loki import LokiClient
+                from clymene.logs import loki
 
                 if not settings.loki_client_url:
                     raise ValueError("the loki backend needs --loki.client.url")
-                outputs.append(LokiClient(settings.loki_client_url,
-                                          timeout=settings.loki_client_timeout,
-                                          tenant=settings.loki_client_tenant_id,
-                                          encoding=settings.loki_client_encoding,
-                                          min_backoff=settings.loki_client_min_backoff,
-                                          max_backoff=settings.ingester_max_backoff))
+                # max_retries=0: a batch is retried until accepted (it waits in Kafka)
+                outputs.append(loki.from_settings(settings, max_retries=0,
+                                                  max_backoff=settings.ingester_max_backoff))
             else:
                 from clymene.logs import elasticsearch
 
@@ -191,12 +155,7 @@ class LogIngesterProcess(Ingester):
         self._threads: list[threading.Thread] = []
 
     def _gauges(self) -> list[tuple[str, str, float]]:
-        out = []
-        for c in self.consumers:
-            for partition, lag in sorted(c.lag().items()):
-                out.append(("clymene_ingester_consumer_lag",
-                            f'clymene_ingester_consumer_lag{{backend="{c.backend}",'
-                            f'partition="{partition}",topic="{self.topic}"}}', float(lag)))
+        out = super()._gauges()
         for s in self.storages:
             # the outputs retry 429/5xx/network failures themselves
             out.append(("clymene_ingester_log_push_retries",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import urllib3
 
@@ -100,3 +101,18 @@ class LokiClient:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def from_settings(settings: Any, url: str = "", **overrides: Any) -> LokiClient:
+    """The client from the --loki.client.* flags: `url` (else --loki.client.url) and
+    `overrides` (LokiClient fields) take precedence over them."""
+    fields: dict[str, Any] = {
+        "timeout": settings.loki_client_timeout,
+        "tenant": settings.loki_client_tenant_id,
+        "encoding": settings.loki_client_encoding,
+        "min_backoff": settings.loki_client_min_backoff,
+        "max_backoff": settings.loki_client_max_backoff,
+        "max_retries": settings.loki_client_max_retries,
+    }
+    fields.update(overrides)
+    return LokiClient(url or settings.loki_client_url, **fields)
