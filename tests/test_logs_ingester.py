@@ -111,6 +111,9 @@ def test_loki_and_elasticsearch_each_in_their_group(tmp_path, elasticsearch_serv
                    if line.startswith('clymene_ingester_log_push_retries{backend="loki"}')]
         assert retries and float(retries[0].split()[-1]) > 0, metrics
         assert 'clymene_ingester_log_push_retries{backend="elasticsearch"} 0' in metrics
+        # Entries are counted once written and committed, per backend.
+        wait_until(lambda: 'clymene_ingester_log_entries_written_total{backend="elasticsearch"} 200'
+                   in http_get(f"http://127.0.0.1:{admin}/metrics")[1].decode(), 10, 0.2)
         rx.down = False
         wait_until(lambda: rx.count() == 200, 60, 0.1)
         assert ing.close() == 0
