@@ -13,7 +13,13 @@ apt_dir="$cache/apt-trixie"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/etc"
 # The system's own Debian mirror and keyring, suite trixie.
 uri="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
-uri="${uri:-http://deb.debian.org/debian}"
+if [ -z "$uri" ]; then  # the one-line format
+  uri="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
+fi
+if [ -z "$uri" ]; then
+  echo "get_prometheus_k8s.sh: no Debian mirror found in the system's apt sources" >&2
+  exit 1
+fi
 cat > "$apt_dir/etc/trixie.sources" <<SRC
 Types: deb
 URIs: $uri
