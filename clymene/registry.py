@@ -148,6 +148,15 @@ def publish_targets(r: redis.Redis, active: list[Target], dropped: list[dict[str
     return RegistryWriter(r).publish(active, dropped)
 
 
+def add_stats(r: redis.Redis, counts: dict[str, float]) -> None:
+    """Add a process' drained counters (clymene.stats.drain) to the farm's hash."""
+    if counts:
+        pipe = r.pipeline(transaction=False)
+        for key, value in counts.items():
+            pipe.hincrbyfloat(STATS_KEY, key, value)
+        pipe.execute()
+
+
 def registry_version(r: redis.Redis) -> int:
     return int(r.get(VERSION_KEY) or 0)
 

@@ -167,12 +167,7 @@ class Discovery:
         return changed
 
     def _flush_stats(self) -> None:
-        counts = stats.drain()
-        if counts:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, value in counts.items():
-                pipe.hincrbyfloat(registry.STATS_KEY, key, value)
-            pipe.execute()
+        registry.add_stats(self.redis, stats.drain())
 
 
 def run(config_file: str, client: redis.Redis, refresh_interval: float,

@@ -12,11 +12,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from clymene import stats
+from clymene import registry, stats
 
 log = logging.getLogger(__name__)
 
-STATS_KEY = "clymene:stats"
 Gauges = Callable[[], list[tuple[str, str, float]]]  # (family, series text, value)
 
 
@@ -39,10 +38,7 @@ class Exporter:
                 self._totals[key] = self._totals.get(key, 0.0) + value
         if self.redis is not None:
             try:
-                pipe = self.redis.pipeline(transaction=False)  # type: ignore[attr-defined]
-                for key, value in counts.items():
-                    pipe.hincrbyfloat(STATS_KEY, key, value)
-                pipe.execute()
+                registry.add_stats(self.redis, counts)  # type: ignore[arg-type]
             except Exception as exc:  # Redis down: the process' own /metrics still counts
                 log.warning("could not add counters to Redis: %s", exc)
 

@@ -294,23 +294,14 @@ class Runner:
             return None
         return loop.decode_state(raw)
 
-    def _flush_stats(self, pipe: Any = None, force: bool = False) -> None:
+    def _flush_stats(self, force: bool = False) -> None:
         """Add this process' counters to Redis; at most once a second unless forced, so
         that counting costs a few Redis commands per second, not per scrape."""
         now = time.monotonic()
         if not force and now - self._last_flush < STATS_FLUSH_INTERVAL:
             return
         self._last_flush = now
-        counts = stats.drain()
-        if not counts:
-            return
-        own = pipe is None
-        if own:
-            pipe = self.redis.pipeline(transaction=False)
-        for key, value in counts.items():
-            pipe.hincrbyfloat(registry.STATS_KEY, key, value)
-        if own:
-            pipe.execute()
+        registry.add_stats(self.redis, stats.drain())
 
     def close(self) -> None:
         """Flush what is left (the worker process is stopping)."""
