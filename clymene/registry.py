@@ -8,6 +8,7 @@ and the README so that an operator can inspect them with redis-cli.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -48,8 +49,14 @@ class Target:
     _json: str = field(default="", compare=False, repr=False)
 
     def to_json(self) -> str:
-        if self._json:
-            return self._json
+        return self._json or self._dump()
+
+    def sealed(self) -> Target:
+        """This target with its JSON and revision computed once, from its fields."""
+        text = self._dump()
+        return dataclasses.replace(self, rev=content_rev(text), _json=text)
+
+    def _dump(self) -> str:
         return json.dumps({
             "config_rev": self.config_rev, "discovered_labels": self.discovered_labels,
             "forced_error": self.forced_error, "id": self.id, "interval": self.interval,

@@ -140,7 +140,7 @@ class Discovery:
             if limit and len(job_active) > limit:
                 # Prometheus keeps the targets but fails every scrape of the pool.
                 error = f"target_limit exceeded (number of targets: {len(job_active)}, limit: {limit})"
-                job_active = {tid: Target.from_json(dataclasses.replace(t, forced_error=error, _json="").to_json())
+                job_active = {tid: dataclasses.replace(t, forced_error=error).sealed()
                               for tid, t in job_active.items()}
             active.update(job_active)
         return list(active.values()), dropped

@@ -119,5 +119,5 @@ def populate(scrape_config: Any, group: TargetGroup, config_rev: str
         body = Target(id=tid, job=sc.job_name, scrape_url=url, labels=public,
                       discovered_labels=discovered, interval=interval, timeout=timeout,
                       config_rev=config_rev)
-        active.append(Target.from_json(body.to_json()))  # rev and JSON computed once
+        active.append(body.sealed())
     return active, dropped, errors

@@ -53,6 +53,12 @@ STATS_FLUSH_INTERVAL = 1.0  # seconds
 DEFAULT_LOCK_MS = 120_000  # until the target's own lifetime is known
 
 
+def end_of_run_delay(interval: float) -> float:
+    """How long after a target left discovery its series are ended: Prometheus waits just
+    over two intervals, in case the target comes back (e.g. a config reload)."""
+    return 2.1 * interval
+
+
 class JobGone(RuntimeError):
     """The target's job is no longer in the configuration."""
 
@@ -67,6 +73,9 @@ class _TargetMemory:
     cache: loop.SeriesCache
     series: dict[loop.Labels, int] | None
     series_fp: str
+    # The report series' labels, built once per target revision: the same tuples every
+    # scrape, so the encoder's per-tuple caches hit instead of growing.
+    report: list[loop.Labels]
 
 
 class Runner:
@@ -81,7 +90,7 @@ class Runner:
         self._finish = client.register_script(_FINISH)
         self._targets: dict[str, Target] = {}
         self._config: tuple[str, Any] | None = None  # (rev, Config)
-        self._jobs: dict[tuple[str, str], tuple[Fetcher, loop.ScrapeSettings, list]] = {}
+        self._jobs: dict[tuple[str, str], tuple[Fetcher, loop.ScrapeSettings]] = {}
         self._memory: dict[str, _TargetMemory] = {}
         self._lock_ms: dict[str, int] = {}
         self._last_flush = 0.0  # lock lifetime per target: timeout + write budget
@@ -97,7 +106,7 @@ class Runner:
             self._targets[rev] = t
         return t
 
-    def _job(self, target: Target) -> tuple[Fetcher, loop.ScrapeSettings, list]:
+    def _job(self, target: Target) -> tuple[Fetcher, loop.ScrapeSettings]:
         key = (target.job, target.config_rev)
         job = self._jobs.get(key)
         if job is not None:
@@ -121,14 +130,15 @@ class Runner:
             label_name_length_limit=sc.label_name_length_limit or 0,
             label_value_length_limit=sc.label_value_length_limit or 0,
             external_labels=external)
-        job = (Fetcher(sc), settings, [])
+        job = (Fetcher(sc), settings)
         self._jobs[key] = job
         return job
 
-    def _memory_for(self, target: Target) -> _TargetMemory:
+    def _memory_for(self, target: Target, settings: loop.ScrapeSettings) -> _TargetMemory:
         memory = self._memory.get(target.id)
         if memory is None or memory.cache.config_key != target.rev:
-            memory = _TargetMemory(loop.SeriesCache(config_key=target.rev), None, "")
+            report = loop.report_labels(target.labels, settings.external_labels)
+            memory = _TargetMemory(loop.SeriesCache(config_key=target.rev), None, "", report)
             self._memory[target.id] = memory
         return memory
 
@@ -170,13 +180,13 @@ class Runner:
 
     def _scrape_locked(self, target: Target, start_wall: float, budget: float, lock: str,
                        token: str, stored_fp: str) -> str:
-        fetcher, settings, _ = self._job(target)
+        fetcher, settings = self._job(target)
         state_key = registry.state_key(target.id)
         lock_ms = int((target.timeout + budget + 5) * 1000)
         if self._lock_ms.get(target.id) != lock_ms:
             self._lock_ms[target.id] = lock_ms
             self.redis.pexpire(lock, lock_ms)
-        memory = self._memory_for(target)
+        memory = self._memory_for(target, settings)
         if stored_fp != memory.series_fp or memory.series is None:
             memory.series = self._load_series(state_key) if stored_fp else None
             memory.series_fp = stored_fp
@@ -196,8 +206,7 @@ class Runner:
         outcome = loop.process(body, content_type, error, ts, target.labels, settings,
                                memory.cache, memory.series)
         duration = time.perf_counter() - t0
-        report = loop.report_labels(target.labels, settings.external_labels)
-        batch = outcome.samples + loop.report_samples(report, outcome, duration, ts)
+        batch = outcome.samples + loop.report_samples(memory.report, outcome, duration, ts)
         self._write(batch, budget, target)
 
         job = target.job
@@ -223,7 +232,7 @@ class Runner:
         for key, value in state.items():
             fields += (key, value)
         if new_fp != memory.series_fp:
-            fields += ("series", _encode_series(outcome.series))
+            fields += ("series", loop.encode_state(outcome.series))
         # One round trip: save the state and release the lock (if still ours).
         self._finish(keys=[state_key, lock], args=fields)
         self._flush_stats()
@@ -267,7 +276,7 @@ class Runner:
                 return "never scraped"
             series = self._load_series(state_key) or {}
             try:
-                _, settings, _ = self._job(target)
+                _, settings = self._job(target)
             except JobGone:
                 # Prometheus writes no end-of-run markers when a whole scrape pool is
                 # stopped by a config reload, only when targets leave a pool.
@@ -312,7 +321,3 @@ class Runner:
         self._fanout.close()
         for storage in self.storages:
             storage.close()
-
-
-def _encode_series(series: dict[loop.Labels, int]) -> bytes:
-    return loop.encode_state(series)

@@ -71,6 +71,6 @@ def end_target(target_json: str) -> str:
 
 
 def send_end_target(target_json: str, interval: float) -> None:
-    # Prometheus waits just over two intervals before ending a target's series, in case
-    # it comes back (e.g. a config reload); the task does the same with a countdown.
-    end_target.apply_async(args=[target_json], countdown=2.1 * interval)
+    from clymene.scrape.runner import end_of_run_delay
+
+    end_target.apply_async(args=[target_json], countdown=end_of_run_delay(interval))
