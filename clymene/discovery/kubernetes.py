@@ -272,6 +272,21 @@ def _add_pod_container(t: dict[str, str], pod: dict, port: int | None, protocol:
                 break  # the port loop only: a later container with the port wins
 
 
+def _node_labels_and_pod(t: dict[str, str], node_name: str | None, ref: dict | None,
+                         nodes: dict | None, pods: dict) -> dict | None:
+    """For an endpoint (of Endpoints or EndpointSlice): add its node's labels when
+    attach_metadata asks (by nodeName, else a Node target ref) and return the pod its
+    target ref names, if any (both roles do this the same way in Prometheus)."""
+    if nodes is not None:
+        if node_name is not None:
+            t.update(node_meta_labels(nodes.get(node_name)))
+        elif ref and ref.get("kind") == "Node":
+            t.update(node_meta_labels(nodes.get(ref.get("name", ""))))
+    if ref and ref.get("kind") == "Pod":
+        return pods.get(f"{ref.get('namespace', '')}/{ref.get('name', '')}")
+    return None
+
+
 def build_endpoints(eps: dict, services: dict[str, dict], pods: dict[str, dict],
                     nodes: dict[str, dict] | None) -> TargetGroup:
     m = _meta(eps)
@@ -300,14 +315,7 @@ def build_endpoints(eps: dict, services: dict[str, dict], pods: dict[str, dict],
             t[META + "endpoint_node_name"] = addr["nodeName"]
         if addr.get("hostname"):
             t[META + "endpoint_hostname"] = addr["hostname"]
-        if nodes is not None:
-            if addr.get("nodeName") is not None:
-                t.update(node_meta_labels(nodes.get(addr["nodeName"])))
-            elif ref and ref.get("kind") == "Node":
-                t.update(node_meta_labels(nodes.get(ref.get("name", ""))))
-        pod = None
-        if ref and ref.get("kind") == "Pod":
-            pod = pods.get(f"{ref.get('namespace', '')}/{ref.get('name', '')}")
+        pod = _node_labels_and_pod(t, addr.get("nodeName"), ref, nodes, pods)
         if pod is None:
             targets.append(t)
             return
@@ -374,14 +382,7 @@ def build_endpointslice(es: dict, services: dict[str, dict], pods: dict[str, dic
                     ln = sanitize(k)
                     t[P + "endpoint_topology_" + ln] = v
                     t[P + "endpoint_topology_present_" + ln] = PRESENT
-                if nodes is not None:
-                    if ep.get("nodeName") is not None:
-                        t.update(node_meta_labels(nodes.get(ep["nodeName"])))
-                    elif ref and ref.get("kind") == "Node":
-                        t.update(node_meta_labels(nodes.get(ref.get("name", ""))))
-                pod = None
-                if ref and ref.get("kind") == "Pod":
-                    pod = pods.get(f"{ref.get('namespace', '')}/{ref.get('name', '')}")
+                pod = _node_labels_and_pod(t, ep.get("nodeName"), ref, nodes, pods)
                 if pod is None:
                     targets.append(t)
                     continue
