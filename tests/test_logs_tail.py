@@ -126,6 +126,31 @@ def test_positions_file_is_written_atomically_and_read_back(tmp_path):
         read_positions(str(promtail))
 
 
+def test_positions_saved_from_two_threads_at_once(tmp_path):
+    # The agent's reader and sender threads both save; they must not trip over one
+    # temporary file, and the file must end with the newest offsets.
+    f = tmp_path / "positions.yaml"
+    pos = Positions(str(f))
+    errors: list[BaseException] = []
+
+    def saver(path: str) -> None:
+        try:
+            for offset in range(1, 301):
+                pos.update({path: (offset, 1, 2)})
+                pos.save()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=saver, args=(f"/{n}.log",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert read_positions(str(f)) == {f"/{n}.log": (300, 1, 2) for n in range(4)}
+    assert os.listdir(tmp_path) == ["positions.yaml"]
+
+
 class GatedOutput:
     """Accepts a push only when allowed; records what it accepted."""
 

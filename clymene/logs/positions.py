@@ -31,6 +31,9 @@ class Positions:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self._lock = threading.Lock()
+        # Saves come from the reader and the sender threads: one at a time, so they never
+        # share the temporary file and an older snapshot never lands after a newer one.
+        self._save_lock = threading.Lock()
         self._data: dict[str, Position] = {}
         self._dirty = False
         if filename and os.path.exists(filename):
@@ -63,12 +66,18 @@ class Positions:
 
     def save(self) -> None:
         """Write atomically when something changed since the last save."""
-        with self._lock:
-            if not self._dirty or not self.filename:
-                return
-            data = dict(self._data)
-            self._dirty = False
-        write_positions(self.filename, data)
+        with self._save_lock:
+            with self._lock:
+                if not self._dirty or not self.filename:
+                    return
+                data = dict(self._data)
+                self._dirty = False
+            try:
+                write_positions(self.filename, data)
+            except OSError:
+                with self._lock:
+                    self._dirty = True  # try again at the next save
+                raise
 
 
 def read_positions(filename: str) -> dict[str, Position]:
