@@ -239,6 +239,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return PKI(tmp_path_factory.mktemp("pki"))
 
 
+def test_connection_kept_open_per_target_in_a_large_job(tmp_path):
+    # Prometheus keeps a connection per target; requests keeps 10 hosts by default, and
+    # a job with more targets than that would connect anew for every scrape.
+    servers = [Target() for _ in range(15)]
+    try:
+        f = fetcher(tmp_path)
+        for _ in range(3):
+            for server in servers:
+                assert f.fetch(server.url, 5.0) == (BODY, TEXT)
+        for server in servers:
+            ports = {port for _, _, port in server.requests}
+            assert len(server.requests) == 3 and len(ports) == 1
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def scrape_error(f: Fetcher, url: str, timeout: float = 5.0) -> str:
     with pytest.raises(ScrapeError) as info:
         f.fetch(url, timeout)

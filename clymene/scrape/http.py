@@ -69,6 +69,9 @@ def _format_seconds(seconds: float) -> str:
     return text
 
 
+KEEP_ALIVE_HOSTS = 100_000  # per job; an idle pool costs a few hundred bytes and a socket
+
+
 class _Session(requests.Session):
     def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
         # Prometheus' auth round trippers set the header on every request, redirects to
@@ -79,10 +82,11 @@ class _Session(requests.Session):
 class TLSAdapter(HTTPAdapter):
     """HTTPS with tls_config.server_name (SNI and the name verified) and min/max_version."""
 
-    def __init__(self, server_name: str, min_version: str, max_version: str) -> None:
+    def __init__(self, server_name: str, min_version: str, max_version: str,
+                 **kwargs: Any) -> None:
         self._server_name = server_name
         self._versions = (min_version, max_version)
-        super().__init__()
+        super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         ctx = create_urllib3_context()
@@ -97,9 +101,13 @@ class TLSAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def configure_session(session: requests.Session, client: Any) -> None:
+def configure_session(session: requests.Session, client: Any, hosts: int = 10) -> None:
     """Apply a config's HTTP client settings (tls_config, proxy_url) to a session; used
-    by scrapes and by Kubernetes discovery alike."""
+    by scrapes and by Kubernetes discovery alike. `hosts` is how many hosts keep their
+    connections open at once (requests keeps 10 by default)."""
+    pools = {"pool_connections": hosts, "pool_maxsize": 2}
+    session.mount("http://", HTTPAdapter(**pools))
+    session.mount("https://", HTTPAdapter(**pools))
     tls = client.tls_config
     if tls.insecure_skip_verify:
         session.verify = False
@@ -108,7 +116,8 @@ def configure_session(session: requests.Session, client: Any) -> None:
     if tls.cert_file:
         session.cert = (tls.cert_file, tls.key_file)
     if tls.server_name or tls.min_version or tls.max_version:
-        session.mount("https://", TLSAdapter(tls.server_name, tls.min_version, tls.max_version))
+        session.mount("https://", TLSAdapter(tls.server_name, tls.min_version, tls.max_version,
+                                             **pools))
     if client.proxy_url:
         session.proxies = {"http": client.proxy_url, "https": client.proxy_url}
 
@@ -214,7 +223,9 @@ class Fetcher:
         self._basic = client.basic_auth
         self._authorization = client.authorization  # bearer_token(_file) end up here too
         self._server_name = client.tls_config.server_name
-        configure_session(self.session, client)
+        # A connection kept open per target, as Prometheus keeps one: with requests'
+        # default of 10 hosts, a job of more targets opened a connection per scrape.
+        configure_session(self.session, client, hosts=KEEP_ALIVE_HOSTS)
 
     def _auth(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Authorization header and the secrets in it (kept out of error texts);
