@@ -43,12 +43,22 @@ import json
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from clymene import relabel
 from clymene.scrape import STALE_NAN, STALE_NAN_BITS
-from clymene.scrape.parser import ParseError, parse, parse_series
+from clymene.scrape.parser import (
+    ParseError,
+    TextShape,
+    parse,
+    parse_series,
+    text_shape,
+    values_in_shape,
+)
 
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[Labels, float, int]
@@ -163,12 +173,30 @@ class ScrapeSettings:
 
 
 @dataclass
+class Steady:
+    """A target's steady state: the document layout of its last scrape and what a scrape
+    of the same layout gives, given that it starts from `state`. Such a scrape appends
+    the same series in the same order with new values: no series added, none stale,
+    Prometheus' scrape cache unchanged, so its outcome is the labels zipped with the
+    values, and its state is `state` again."""
+
+    shape: TextShape
+    labels: list[Labels]  # final labels of the kept samples, in document order
+    kept: Callable[[list[float]], Any] | None  # picks their values (None: all are kept)
+    state: ScrapeState
+    scraped: int
+    post_relabel: int
+
+
+@dataclass
 class SeriesCache:
     """Per-target memo: exposition series text -> (final labels, fingerprint), None when
-    metric relabeling drops it, or the error message when the series fails the scrape."""
+    metric relabeling drops it, or the error message when the series fails the scrape;
+    and the target's steady state, when it has one."""
 
     entries: dict[str, tuple[Labels, int] | str | None] = field(default_factory=dict)
     config_key: str = ""
+    steady: Steady | None = None
 
 
 @dataclass
@@ -298,7 +326,19 @@ def process(body: bytes | None, content_type: str, error: str, ts: int,
 
     `body` is None when the fetch failed with `error` (or the scrape is failed without a
     fetch: target_limit). `previous` is the state the previous scrape returned (None for
-    a target never scraped). Nothing passed in is modified."""
+    a target never scraped). Nothing passed in is modified (but the cache)."""
+    steady = cache.steady
+    if (steady is not None and previous is steady.state and body and not error
+            and (not settings.sample_limit or steady.post_relabel <= settings.sample_limit)):
+        values = values_in_shape(body, content_type, steady.shape)
+        if values is not None:
+            if steady.kept is not None:
+                values = steady.kept(values)
+            return ScrapeOutcome(samples=list(zip(steady.labels, values, repeat(ts))),
+                                 series=steady.state, up=True, error="",
+                                 scraped=steady.scraped, post_relabel=steady.post_relabel,
+                                 series_added=0, stale_markers=0)
+    cache.steady = None
     pcache: dict[str, bool] | None
     if isinstance(previous, ScrapeState):
         pcache, last_ts = previous.cache, previous.last_ts
@@ -346,9 +386,39 @@ def process(body: bytes | None, content_type: str, error: str, ts: int,
     if (isinstance(previous, ScrapeState) and previous._extra_fp
             and new_cache == previous.cache and new_last == previous.last_ts):
         state._extra_fp = previous._extra_fp
+    if up and body and not run.dups and not new_last and new_cache is not None:
+        cache.steady = _steady(body, content_type, entries, run, state)
     return ScrapeOutcome(samples=samples, series=state, up=up, error=error,
                          scraped=run.total, post_relabel=run.added,
                          series_added=run.series_added, stale_markers=stale)
+
+
+def _steady(body: bytes, content_type: str, entries: list[tuple[str, float, int | None]],
+            run: _Append, state: ScrapeState) -> Steady | None:
+    """The steady state after a successful scrape, when the next scrape of the same
+    layout would give exactly what `Steady` says: every sample of the document appended
+    or dropped by metric relabeling (no error, timestamp or series twice), and
+    Prometheus' scrape cache holding just the appended series, none marked."""
+    shape = text_shape(body, content_type)
+    if shape is None or shape.keys != [key for key, _, _ in entries]:
+        return None
+    lookup = run.memo.entries
+    resolved = [lookup.get(key) for key in shape.keys]
+    kept = [i for i, r in enumerate(resolved) if r is not None]
+    labels = [resolved[i][0] for i in kept]  # type: ignore[index]
+    cached = state.cache
+    if (len(labels) != len(run.cur) or labels != [s[0] for s in run.samples[:len(labels)]]
+            or cached is None or True in cached.values()
+            or cached.keys() != {shape.keys[i] for i in kept}):
+        return None
+    picker: Callable[[list[float]], Any] | None = None
+    if len(kept) > 1 and len(kept) != len(resolved):
+        picker = itemgetter(*kept)
+    elif len(kept) == 1 and len(resolved) > 1:
+        picker = itemgetter(slice(kept[0], kept[0] + 1))
+    elif not kept:
+        picker = itemgetter(slice(0, 0))  # metric relabeling drops every sample
+    return Steady(shape, labels, picker, state, run.total, run.added)
 
 
 def stale_candidates(prev: dict[Labels, int], cur: dict[Labels, int]) -> bool:

@@ -6,6 +6,8 @@ result, what it rejects is rejected, with its error wording where it has one.
 
     parse(body, content_type) -> [(series_key, value, timestamp_ms | None), ...]
     parse_series(series_key)  -> (("__name__", name), (label, value), ...)
+    text_shape(body, content_type) -> TextShape | None
+    values_in_shape(body, content_type, shape) -> [value, ...] | None
 
 There are two paths through a document. The fast path handles the usual shapes of lines
 with str methods, keeps sets of series keys and comment lines it has already validated
@@ -34,8 +36,11 @@ import json
 import math
 import re
 import struct
+from collections.abc import Callable
+from itertools import repeat
+from operator import itemgetter
 
-__all__ = ["ParseError", "parse", "parse_series"]
+__all__ = ["ParseError", "TextShape", "parse", "parse_series", "text_shape", "values_in_shape"]
 
 Entry = tuple[str, float, int | None]
 
@@ -574,6 +579,98 @@ def _fast_text(text: str) -> list[Entry] | None:
             keys.append(entries[0][0])
             vals.append("0")
     return _finish(keys, vals, stamped, stamps_text, special, False)
+
+
+# ---------------------------------------------------------------- text format layout
+
+
+class TextShape:
+    """The layout of a text-format document that the fast path read whole: every line
+    a validated comment, a blank line, or `key value` with a validated series key and no
+    timestamp. Holds each line's text before its last blank, and the whole text of the
+    lines that are not samples; two documents with the same shape differ only in the
+    values, and `values_in_shape` reads those without looking at a line in Python."""
+
+    __slots__ = ("content_type", "heads", "keys", "others", "_pick_values", "_pick_others")
+
+    def __init__(self, content_type: str, lines: list[str], heads: list[str],
+                 samples: list[int], others: list[int]) -> None:
+        self.content_type = content_type
+        self.heads = heads
+        self.keys = [heads[i] for i in samples]
+        self._pick_values = _picker(samples)
+        self._pick_others = _picker(others)
+        self.others = self._pick_others(lines)
+
+
+def _picker(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """A getter of the items at `indexes`, as a tuple (itemgetter alone gives a bare
+    item for one index)."""
+    if len(indexes) > 1:
+        return itemgetter(*indexes)
+    if indexes:
+        index = indexes[0]
+        return lambda seq: (seq[index],)
+    return lambda seq: ()
+
+
+def text_shape(body: bytes, content_type: str) -> TextShape | None:
+    """The shape of a document the fast path reads as is (see TextShape); None for
+    OpenMetrics, timestamps, unusual blanks, lines not validated before, or no samples."""
+    if _is_openmetrics(content_type):
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in text or "\r" in text:
+        return None
+    lines = text.split("\n")
+    heads = [line.rpartition(" ")[0] for line in lines]
+    samples: list[int] = []
+    others: list[int] = []
+    for i, line in enumerate(lines):
+        if not line or line[0] == "#":
+            if line and line not in _TEXT_COMMENTS:
+                return None
+            others.append(i)
+        elif heads[i] in _TEXT_KEYS and len(line) > len(heads[i]) + 1:
+            samples.append(i)
+        else:
+            return None
+    if not samples:
+        return None
+    return TextShape(content_type, lines, heads, samples, others)
+
+
+def values_in_shape(body: bytes, content_type: str, shape: TextShape) -> list[float] | None:
+    """The values of a document of this shape, in line order (those of the lines in
+    `shape.keys`); None when the document is not of this shape or a value needs the
+    parser's judgement (parse it then)."""
+    if content_type != shape.content_type:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in text or "\r" in text:
+        return None
+    lines = text.split("\n")
+    if len(lines) != len(shape.heads):
+        return None
+    parts = list(map(str.rpartition, lines, repeat(" ")))
+    if list(map(_HEAD, parts)) != shape.heads or shape._pick_others(lines) != shape.others:
+        return None
+    values = shape._pick_values(list(map(_TAIL, parts)))
+    try:
+        floats = _floats(list(values))
+    except (ValueError, _Invalid):
+        return None
+    return floats
+
+
+_HEAD = itemgetter(0)
+_TAIL = itemgetter(2)
 
 
 # ---------------------------------------------------------------- OpenMetrics scanner
