@@ -9,19 +9,26 @@ Celery beat runs `TargetScheduler` (set as `beat_scheduler` in clymene.app). Eac
   due times of targets that stay and scheduling new ones;
 - sends a scrape task for every target that is due, at that target's interval, spread over
   the interval by a per-target offset the way Prometheus spreads its scrapes. Each task
-  expires at the target's next due time, so late work is dropped, not piled up.
+  expires at the target's next due time, so late work is dropped, not piled up. The tasks
+  of a tick go to the broker in one Redis pipeline (`ScrapePublisher`).
 """
 
 from __future__ import annotations
 
+import base64
 import heapq
+import json
 import logging
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+from celery import Celery
 from celery.beat import Scheduler
+from celery.utils.nodenames import anon_nodename
 
 from clymene import registry
 from clymene.app import SCRAPE_QUEUE
@@ -105,6 +112,65 @@ class TargetPlan:
         return self.heap[0][0] - now if self.heap else None
 
 
+class ScrapePublisher:
+    """Puts scrape tasks on the broker's Redis list, all the tasks of a tick in one pipeline.
+
+    Each message is the one `app.send_task` sends (Celery's message protocol 2 inside
+    kombu's Redis envelope; tests/test_beat_schedule.py compares the two byte for byte but
+    for the random ids), with the parts that never change made once. At the two tasks a
+    tick of a 200-target farm has, `send_task` in a kombu batch spends about 0.3 ms of CPU
+    per task (a Redis client per batch, retry wrappers, header building), this 0.075 ms
+    (bench/RESULTS.md). A broker that is not plain Redis, or kombu options that change
+    the key layout or the body encoding, make `usable` false: beat then uses send_task.
+    """
+
+    # Transport options that change what a message looks like or where it goes.
+    _LAYOUT_OPTIONS = frozenset(("global_keyprefix", "priority_steps", "sep",
+                                 "queue_order_strategy", "body_encoding"))
+
+    def __init__(self, app: Celery, client: redis.Redis, queue: str = SCRAPE_QUEUE) -> None:
+        self.redis = client
+        self.queue = queue
+        self._origin = anon_nodename()
+        self._reply_to = app.thread_oid
+        self._embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+    @classmethod
+    def usable(cls, app: Celery) -> bool:
+        scheme = urlsplit(app.conf.broker_url or "").scheme
+        options = app.conf.broker_transport_options or {}
+        return scheme in ("redis", "rediss") and not cls._LAYOUT_OPTIONS & set(options)
+
+    def message(self, task_id: str, args: list[Any], expires: float) -> bytes:
+        """The kombu envelope of one `clymene.scrape` task, as JSON bytes."""
+        body = json.dumps([args, {}, self._embed])
+        headers = {
+            "lang": "py", "task": "clymene.scrape", "id": task_id, "shadow": None,
+            "eta": None, "expires": datetime.fromtimestamp(expires, tz=UTC).isoformat(),
+            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
+            "root_id": task_id, "parent_id": None, "argsrepr": repr(args),
+            "kwargsrepr": "{}", "origin": self._origin, "ignore_result": None,
+            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+        }
+        properties = {
+            "correlation_id": task_id, "reply_to": self._reply_to, "delivery_mode": 2,
+            "expiration": str(int(max(0.0, expires - time.time()) * 1000)),
+            "delivery_info": {"exchange": "", "routing_key": self.queue}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        }
+        envelope = {"body": base64.b64encode(body.encode()).decode(),
+                    "content-encoding": "utf-8", "content-type": "application/json",
+                    "headers": headers, "properties": properties}
+        return json.dumps(envelope).encode()
+
+    def publish(self, due: list[tuple[float, registry.Target]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for due_at, t in due:
+            args = [t.id, t.rev, t.job, t.instance, due_at]
+            pipe.lpush(self.queue, self.message(str(uuid.uuid4()), args, due_at + t.interval))
+        pipe.execute()
+
+
 class TargetScheduler(Scheduler):
     """Celery beat scheduler that scrapes every target in the registry."""
 
@@ -118,6 +184,8 @@ class TargetScheduler(Scheduler):
         self._version = -1
         self._last_version_check = 0.0
         self.plan = TargetPlan()
+        self.publisher = (ScrapePublisher(self.app, self.redis)
+                          if ScrapePublisher.usable(self.app) else None)
 
     def _hold_lock(self, now: float) -> bool:
         try:
@@ -187,6 +255,12 @@ class TargetScheduler(Scheduler):
         super().close()
 
     def _send(self, due: list[tuple[float, registry.Target]]) -> None:
+        if self.publisher is not None:
+            try:
+                self.publisher.publish(due)
+            except redis.RedisError as exc:  # a failed publish must not stop beat
+                log.error("beat: cannot publish %d scrape tasks: %s", len(due), exc)
+            return
         producer = self.producer
         try:
             # One Redis pipeline for all the tasks due in this tick (kombu's batch

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from clymene.beat_schedule import TargetPlan, next_due, target_offset
+import base64
+import json
+import time
+from datetime import UTC, datetime
+
+import redis
+from celery import Celery
+
+from clymene.app import SCRAPE_QUEUE
+from clymene.app import app as clymene_app
+from clymene.beat_schedule import ScrapePublisher, TargetPlan, next_due, target_offset
 from clymene.registry import Target
 
 
@@ -63,3 +73,44 @@ def test_a_stalled_beat_does_not_burst():
     # Beat was stalled for 30 intervals: one scrape is sent, not 30.
     assert len(plan.pop_due(31.5)) == 1
     assert plan.due[a.id] > 31.5
+
+
+def _app(broker_url: str, **transport_options: object) -> Celery:
+    app = Celery("clymene", broker=broker_url)
+    app.conf.update({k: v for k, v in clymene_app.conf.changes.items() if k != "broker_url"})
+    app.conf.broker_transport_options = {"ack_emulation": False, **transport_options}
+    return app
+
+
+def _normalised(raw: bytes) -> dict:
+    """A kombu envelope with its random ids and its clock-dependent TTL taken out."""
+    msg = json.loads(raw)
+    msg["body"] = json.loads(base64.b64decode(msg["body"]))
+    h, p = msg["headers"], msg["properties"]
+    assert h["id"] == h["root_id"] == p["correlation_id"]
+    for key in ("id", "root_id"):
+        h[key] = "ID"
+    p["correlation_id"] = "ID"
+    p["delivery_tag"] = "TAG"
+    assert 95_000 <= int(p.pop("expiration")) <= 105_000
+    return msg
+
+
+def test_published_message_is_the_one_send_task_sends(redis_url):
+    app = _app(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    t = _target("ab" * 8, 5.0)
+    due = time.time() + 95.0
+    app.send_task("clymene.scrape", args=[t.id, t.rev, t.job, t.instance, due],
+                  queue=SCRAPE_QUEUE, expires=datetime.fromtimestamp(due + 5.0, tz=UTC))
+    assert ScrapePublisher.usable(app)
+    ScrapePublisher(app, client).publish([(due, t), (due + 5.0, t)])
+    ours_next, ours, celerys = client.lrange(SCRAPE_QUEUE, 0, -1)  # LPUSH: newest first
+    assert _normalised(ours) == _normalised(celerys)
+    assert _normalised(ours_next)["body"][0] == [t.id, t.rev, "j", t.instance, due + 5.0]
+
+
+def test_other_brokers_and_key_layouts_go_through_send_task(redis_url):
+    assert not ScrapePublisher.usable(_app("amqp://guest@127.0.0.1:5672//"))
+    assert not ScrapePublisher.usable(_app(redis_url, global_keyprefix="x:"))
+    assert not ScrapePublisher.usable(_app(redis_url, priority_steps=list(range(10))))

@@ -19,6 +19,8 @@ format (`compress` / `decompress` here).
 from __future__ import annotations
 
 import struct
+from itertools import chain, repeat
+from operator import itemgetter
 
 import cramjam
 
@@ -35,8 +37,12 @@ _unpack_double = struct.Struct("<d").unpack_from
 # every scrape, so their bytes are built once. Cleared when it grows past the bound.
 _label_cache: dict[Labels, bytes] = {}
 _id_cache: dict[int, tuple[Labels, bytes]] = {}
-_head_cache: dict[int, tuple[Labels, int, bytes]] = {}
+# Per sample length: id(labels) -> (labels, the TimeSeries bytes up to the value's
+# 8 bytes, value tag included). An entry holds its tuple, so no other object can have
+# that id while the entry exists.
+_head_cache: dict[int, dict[int, tuple[Labels, bytes]]] = {}
 LABEL_CACHE_MAX = 200_000
+_HEAD = itemgetter(1)
 
 
 def _varint(n: int) -> bytes:
@@ -102,32 +108,69 @@ def _series_head(lb: bytes, inner_len: int) -> bytes:
 
 
 def _encode_unique(batch: list[Sample]) -> bytes:
-    # Every labels once (a scrape's batch): one TimeSeries per sample, in one pass. The
-    # head of each series (everything but value and timestamp) is cached per labels
-    # tuple and sample length, so a sample costs a lookup, a pack and one concatenation.
+    # Every labels once (a scrape's batch): one TimeSeries per sample. The head of each
+    # series (everything but value and timestamp) is cached per labels tuple. A scrape's
+    # batch usually has one timestamp and only series seen before: then the bytes are
+    # joined without a step per sample in Python (but per zero value, which proto3
+    # leaves out, so its series has a head of its own).
+    if not batch:
+        return b""
+    labels_col, values, stamps = zip(*batch, strict=True)
+    ts = stamps[0]
+    if stamps.count(ts) == len(stamps):
+        ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
+        heads = _head_cache.get(9 + len(ts_bytes))
+        if heads is not None:
+            try:
+                entries = list(map(heads.__getitem__, map(id, labels_col)))
+            except KeyError:
+                pass
+            else:
+                head_col = list(map(_HEAD, entries))
+                value_col = list(map(_pack_double, values))
+                if 0.0 in values:
+                    _leave_zeros_out(values, labels_col, head_col, value_col, len(ts_bytes))
+                return b"".join(chain.from_iterable(zip(head_col, value_col, repeat(ts_bytes))))
+    return _encode_each(batch)
+
+
+def _leave_zeros_out(values: tuple[float, ...], labels_col: tuple[Labels, ...],
+                     head_col: list[bytes], value_col: list[bytes], ts_len: int) -> None:
+    i = -1
+    try:
+        while True:
+            i = values.index(0.0, i + 1)
+            if value_col[i] == _ZERO8:  # not -0.0
+                head_col[i] = _series_head(_labels_bytes(labels_col[i]), ts_len)
+                value_col[i] = b""
+    except ValueError:
+        return
+
+
+def _encode_each(batch: list[Sample]) -> bytes:
     out: list[bytes] = []
     append = out.append
     last_ts: int | None = None
     ts_bytes = b""
-    full = 0  # length of a sample with a value: 9 + len(ts_bytes)
     pack = _pack_double
-    heads = _head_cache
+    heads: dict[int, tuple[Labels, bytes]] = {}
     for labels, value, ts in batch:
         if ts != last_ts:
             last_ts = ts
             ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
             full = 9 + len(ts_bytes)
+            heads = _head_cache.setdefault(full, {})
+        entry = heads.get(id(labels))
+        if entry is None:
+            if len(heads) >= LABEL_CACHE_MAX:
+                heads.clear()
+            entry = heads[id(labels)] = (labels,
+                                         _series_head(_labels_bytes(labels), full) + b"\x09")
         vb = pack(value)
         if vb == _ZERO8:  # proto3 leaves a zero double out
             append(_series_head(_labels_bytes(labels), len(ts_bytes)) + ts_bytes)
-            continue
-        entry = heads.get(id(labels))
-        if entry is None or entry[0] is not labels or entry[1] != full:
-            if len(heads) >= LABEL_CACHE_MAX:
-                heads.clear()
-            # The entry holds the tuple, so its id cannot be reused while it exists.
-            entry = heads[id(labels)] = (labels, full, _series_head(_labels_bytes(labels), full))
-        append(entry[2] + b"\x09" + vb + ts_bytes)
+        else:
+            append(entry[1] + vb + ts_bytes)
     return b"".join(out)
 
 
