@@ -288,10 +288,8 @@ class Runner:
             batch = loop.end_of_run(series, report, ts)
             self._write(batch, budget, target)
             stats.inc("clymene_stale_markers_total", len(batch), job=target.job)
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(state_key)
-            self._flush_stats(pipe)
-            pipe.execute()
+            self.redis.delete(state_key)
+            self._flush_stats(force=True)
             self._memory.pop(target.id, None)
             return "ended"
         finally:
