@@ -1,7 +1,10 @@
 """HTTP fetch of a target, the way Prometheus 2.42 asks for it.
 
-One `Fetcher` per job configuration holds a requests.Session, so connections to a target
-are reused by the worker process. Auth files (password_file, credentials_file,
+One `Fetcher` per job configuration holds its connections, so connections to a target
+are reused by the worker process. Plain `http://` targets without a proxy are fetched
+with urllib3 directly (requests' session layer cost as much CPU as the rest of the
+fetch); a redirect they answer is followed by the requests.Session, which also serves
+HTTPS targets and proxies with the job's TLS settings. Auth files (password_file, credentials_file,
 bearer_token_file) are read at each scrape, so a rotated secret is picked up.
 
 Error texts are those of Prometheus' targets page (Go's net/http client), checked
@@ -131,10 +134,10 @@ class _Watchdog:
     watchdog (a thread per scrape would cost more than the scrape's parsing).
     """
 
-    def __init__(self, response: requests.Response, seconds: float) -> None:
+    def __init__(self, response: urllib3.HTTPResponse, seconds: float) -> None:
         self.fired = False
         self.cancelled = False
-        connection = getattr(response.raw, "_connection", None)
+        connection = getattr(response, "_connection", None)
         self._sock = getattr(connection, "sock", None)
         _REAPER.watch(time.monotonic() + max(0.0, seconds), self)
 
@@ -226,6 +229,10 @@ class Fetcher:
         # A connection kept open per target, as Prometheus keeps one: with requests'
         # default of 10 hosts, a job of more targets opened a connection per scrape.
         configure_session(self.session, client, hosts=KEEP_ALIVE_HOSTS)
+        self._direct = None if client.proxy_url else urllib3.PoolManager(
+            num_pools=KEEP_ALIVE_HOSTS, maxsize=2, retries=False)
+        self._direct_headers = dict(self.session.headers)
+        self._direct_pools: dict[str, tuple[Any, str]] = {}  # url -> (pool, request target)
 
     def _auth(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Authorization header and the secrets in it (kept out of error texts);
@@ -267,9 +274,15 @@ class Fetcher:
             raise ScrapeError(f'Get "{url}": {exc}') from None
         headers["X-Prometheus-Scrape-Timeout-Seconds"] = _format_seconds(timeout)
         try:
-            resp = self.session.send(self._prepared(url, headers), timeout=timeout, stream=True,
-                                     allow_redirects=self.follow_redirects)
-        except requests.Timeout:
+            if self._direct is not None and url.startswith("http://"):
+                resp = self._get_direct(url, timeout, headers)
+            else:
+                resp = self.session.send(self._prepared(url, headers), timeout=timeout,
+                                         stream=True, allow_redirects=self.follow_redirects).raw
+        except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError in 1.26
+            reason = _scrub(_reason(exc, url, self._server_name), secrets)
+            raise ScrapeError(f'Get "{url}": {reason}') from None
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise ScrapeError(f'Get "{url}": {DEADLINE}') from None
         except requests.TooManyRedirects as exc:
             location = exc.response.headers.get("Location", "") if exc.response is not None else ""
@@ -283,8 +296,8 @@ class Fetcher:
             reason = _scrub(_reason(exc, url, self._server_name), secrets)
             raise ScrapeError(f'Get "{url}": {reason}') from None
         with resp:
-            if resp.status_code != 200:
-                status = f"{resp.status_code} {resp.reason}" if resp.reason else str(resp.status_code)
+            if resp.status != 200:
+                status = f"{resp.status} {resp.reason}" if resp.reason else str(resp.status)
                 raise ScrapeError(f"server returned HTTP status {status}")
             limit = self.body_size_limit or sys.maxsize
             watchdog = _Watchdog(resp, deadline - time.monotonic())
@@ -310,13 +323,39 @@ class Fetcher:
                 raise ScrapeError(DEADLINE)
             return body, resp.headers.get("Content-Type", "")
 
+    def _get_direct(self, url: str, timeout: float, headers: dict[str, Any]
+                    ) -> urllib3.HTTPResponse:
+        """The GET through urllib3, the body unread. A redirect is handed to the session,
+        which follows it as it would have from the start."""
+        for item in headers.items():
+            requests.utils.check_header_validity(item)  # what the session path refuses
+        pool_target = self._direct_pools.get(url)
+        if pool_target is None:
+            if len(self._direct_pools) > 100_000:
+                self._direct_pools.clear()
+            parsed = urllib3.util.parse_url(url)
+            pool_target = self._direct_pools[url] = (
+                self._direct.connection_from_url(url), parsed.request_uri)  # type: ignore[union-attr]
+        pool, target = pool_target
+        resp = pool.urlopen(
+            "GET", target, headers={**self._direct_headers, **headers},
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
+            redirect=False, assert_same_host=False, preload_content=False,
+            decode_content=False)
+        if not (self.follow_redirects and resp.get_redirect_location()):
+            return resp
+        prepared = self._prepared(url, headers)
+        first = self.session.get_adapter(url).build_response(prepared, resp)
+        hops = list(self.session.resolve_redirects(first, prepared, stream=True, timeout=timeout))
+        return hops[-1].raw if hops else resp
+
 
 class _RawBody:
     """The response body as sent (no transparent decoding), with its length checked
     against Content-Length: Go reports a short body as "unexpected EOF"."""
 
-    def __init__(self, resp: requests.Response) -> None:
-        self._raw = resp.raw
+    def __init__(self, resp: urllib3.HTTPResponse) -> None:
+        self._raw = resp
         self.size = 0
         length = resp.headers.get("Content-Length", "")
         chunked = "chunked" in resp.headers.get("Transfer-Encoding", "").lower()

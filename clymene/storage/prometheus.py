@@ -36,6 +36,7 @@ import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 
@@ -170,7 +171,8 @@ class HTTPSender:
         ]
         kwargs = (tls or TLSOptions()).pool_kwargs() if parts.scheme == "https" else {}
         # urllib3 directly: requests' per-request preparation cost as much as the send.
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False, **kwargs)
+        self._pool = urllib3.PoolManager(num_pools=64, maxsize=8, retries=False, **kwargs)
+        self._pools: dict[str, tuple[Any, str]] = {}  # url -> (connection pool, target)
         self.headers = dict(headers or {})
         if basic_auth is None and parts.username is not None:
             # user:password@ in the URL means basic auth (as requests and Go's client do).
@@ -190,7 +192,19 @@ class HTTPSender:
         self._secrets.sort(key=len, reverse=True)
 
     def close(self) -> None:
+        self._pools.clear()
         self._pool.clear()
+
+    def _pool_for(self, url: str) -> tuple[Any, str]:
+        """The connection pool and request target of a URL, looked up once: parsing the
+        URL on every request cost more CPU than the rest of urllib3's request handling."""
+        found = self._pools.get(url)
+        if found is None:
+            if len(self._pools) >= 64:
+                self._pools.clear()
+            found = self._pools[url] = (self._pool.connection_from_url(url),
+                                        urllib3.util.parse_url(url).request_uri)
+        return found
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -218,16 +232,19 @@ class HTTPSender:
             attempt += 1
             retry_after = 0.0
             try:
-                response = self._pool.request(
+                pool, path = self._pool_for(target)
+                response = pool.urlopen(
                     "POST",
-                    target,
+                    path,
                     body=body,
                     headers=headers,
                     timeout=urllib3.Timeout(total=min(self.timeout, remaining)),
                     redirect=False,
                     retries=False,
+                    assert_same_host=False,
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
+                self._pools.pop(target, None)  # e.g. a pool the manager closed: look it up anew
                 stats.inc("clymene_storage_requests_total", storage=self.name, code="error")
                 error = self.scrub(f"{type(exc).__name__}: {exc}")
             else:
