@@ -32,13 +32,13 @@ from celery.utils.nodenames import anon_nodename
 
 from clymene import registry
 from clymene.app import SCRAPE_QUEUE
+from clymene.app import settings as app_settings
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL = 20.0  # seconds; a standby beat takes over at most this long after a crash
 LOCK_RENEW_EVERY = 5.0
 STANDBY_POLL = 2.0
-TICK = 0.05  # seconds between ticks at least: a scrape starts at most this late
 
 _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -184,6 +184,7 @@ class TargetScheduler(Scheduler):
         self._version = -1
         self._last_version_check = 0.0
         self.plan = TargetPlan()
+        self.tick_interval = max(0.001, app_settings.beat_tick)  # --beat.tick
         self.publisher = (ScrapePublisher(self.app, self.redis)
                           if ScrapePublisher.usable(self.app) else None)
 
@@ -240,9 +241,10 @@ class TargetScheduler(Scheduler):
         static_wait = super().tick(*args, **kwargs) if self.schedule else self.max_interval
         wait = self.plan.seconds_to_next(time.time())
         wait = self.max_interval if wait is None else wait
-        # Ticks at least TICK apart, so each tick publishes the tasks that fell due
-        # together in one batch instead of one tick (and one round trip) per task.
-        return max(TICK, min(wait, static_wait, self.max_interval))
+        # Ticks at least --beat.tick apart, so each tick publishes the tasks that fell due
+        # together in one batch instead of one tick (and one round trip) per task, and
+        # the workers run them back to back.
+        return max(self.tick_interval, min(wait, static_wait, self.max_interval))
 
     def close(self) -> None:
         # Hand the lock over at once on a clean stop instead of letting it expire.
