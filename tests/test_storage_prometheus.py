@@ -217,6 +217,28 @@ def test_encoder_groups_by_labels_in_first_appearance_order():
     ]
 
 
+def test_encoder_scrape_batches_with_known_series_byte_for_byte():
+    # A worker encodes the same label tuples every scrape (cached by identity); the
+    # encoding must not depend on that: equal labels in two distinct tuples are one
+    # series, zeros are left out, and a batch with several timestamps is grouped.
+    rng = random.Random(3)
+    first = random_batch(rng, 300)
+    series = list(dict.fromkeys(labels for labels, _, _ in first))
+    twin = tuple(list(series[0]))  # equal to series[0], another object
+    assert twin == series[0] and twin is not series[0]
+    for step in range(4):
+        ts = 1_700_000_000_000 + 1000 * step
+        values = [0.0 if i % 7 == 0 else -0.0 if i % 11 == 0 else rng.random() * 1e6
+                  for i in range(len(series))]
+        batch = [(labels, v, ts) for labels, v in zip(series, values, strict=True)]
+        assert pb.encode_write_request(batch) == official_encoding(batch)
+        pb.encode_write_request([(twin, 1.0, ts)])  # the twin's head gets cached too
+        with_twin = batch + [(twin, 2.0, ts)]
+        assert pb.encode_write_request(with_twin) == official_encoding(with_twin)
+        two_times = batch + [(series[1], 3.0, ts + 500)]
+        assert pb.encode_write_request(two_times) == official_encoding(two_times)
+
+
 def test_decoder_reads_official_encoding():
     rng = random.Random(7)
     for n in [0, 1, 3, 40, 400]:

@@ -95,8 +95,13 @@ def _labels_bytes(labels: Labels) -> bytes:
 def encode_write_request(batch: list[Sample]) -> bytes:
     """Serialize a batch as a `WriteRequest`: one TimeSeries per distinct labels (in
     order of first appearance), holding that series' samples in batch order."""
+    if not batch:
+        return b""
+    fast = _encode_known(batch)
+    if fast is not None:
+        return fast
     if len({s[0] for s in batch}) == len(batch):
-        return _encode_unique(batch)
+        return _encode_each(batch)
     return _encode_grouped(batch)
 
 
@@ -107,31 +112,31 @@ def _series_head(lb: bytes, inner_len: int) -> bytes:
     return b"\x0a" + _varint(n) + lb + b"\x12" + _SMALL[inner_len]
 
 
-def _encode_unique(batch: list[Sample]) -> bytes:
-    # Every labels once (a scrape's batch): one TimeSeries per sample. The head of each
-    # series (everything but value and timestamp) is cached per labels tuple. A scrape's
-    # batch usually has one timestamp and only series seen before: then the bytes are
-    # joined without a step per sample in Python (but per zero value, which proto3
-    # leaves out, so its series has a head of its own).
-    if not batch:
-        return b""
+def _encode_known(batch: list[Sample]) -> bytes | None:
+    """The usual scrape batch, without a step per sample in Python: one timestamp, every
+    labels once and every labels tuple seen before (its TimeSeries head cached by the
+    tuple's identity). Equal heads mean equal labels, and bytes keep their hash, so a
+    set of the heads finds a labels twice cheaply. None when the batch is not of that
+    kind. A zero value, which proto3 leaves out, gets a head of its own."""
     labels_col, values, stamps = zip(*batch, strict=True)
     ts = stamps[0]
-    if stamps.count(ts) == len(stamps):
-        ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
-        heads = _head_cache.get(9 + len(ts_bytes))
-        if heads is not None:
-            try:
-                entries = list(map(heads.__getitem__, map(id, labels_col)))
-            except KeyError:
-                pass
-            else:
-                head_col = list(map(_HEAD, entries))
-                value_col = list(map(_pack_double, values))
-                if 0.0 in values:
-                    _leave_zeros_out(values, labels_col, head_col, value_col, len(ts_bytes))
-                return b"".join(chain.from_iterable(zip(head_col, value_col, repeat(ts_bytes))))
-    return _encode_each(batch)
+    if stamps.count(ts) != len(stamps):
+        return None
+    ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
+    heads = _head_cache.get(9 + len(ts_bytes))
+    if heads is None:
+        return None
+    try:
+        entries = list(map(heads.__getitem__, map(id, labels_col)))
+    except KeyError:
+        return None
+    head_col = list(map(_HEAD, entries))
+    if len(set(head_col)) != len(head_col):
+        return None
+    value_col = list(map(_pack_double, values))
+    if 0.0 in values:
+        _leave_zeros_out(values, labels_col, head_col, value_col, len(ts_bytes))
+    return b"".join(chain.from_iterable(zip(head_col, value_col, repeat(ts_bytes))))
 
 
 def _leave_zeros_out(values: tuple[float, ...], labels_col: tuple[Labels, ...],
@@ -148,6 +153,7 @@ def _leave_zeros_out(values: tuple[float, ...], labels_col: tuple[Labels, ...],
 
 
 def _encode_each(batch: list[Sample]) -> bytes:
+    """One TimeSeries per sample (every labels once), caching each series' head."""
     out: list[bytes] = []
     append = out.append
     last_ts: int | None = None
