@@ -617,15 +617,9 @@ def _picker(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
 def text_shape(body: bytes, content_type: str) -> TextShape | None:
     """The shape of a document the fast path reads as is (see TextShape); None for
     OpenMetrics, timestamps, unusual blanks, lines not validated before, or no samples."""
-    if _is_openmetrics(content_type):
+    lines = None if _is_openmetrics(content_type) else _plain_lines(body)
+    if lines is None:
         return None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "\x00" in text or "\r" in text:
-        return None
-    lines = text.split("\n")
     heads = [line.rpartition(" ")[0] for line in lines]
     samples: list[int] = []
     others: list[int] = []
@@ -647,16 +641,8 @@ def values_in_shape(body: bytes, content_type: str, shape: TextShape) -> list[fl
     """The values of a document of this shape, in line order (those of the lines in
     `shape.keys`); None when the document is not of this shape or a value needs the
     parser's judgement (parse it then)."""
-    if content_type != shape.content_type:
-        return None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "\x00" in text or "\r" in text:
-        return None
-    lines = text.split("\n")
-    if len(lines) != len(shape.heads):
+    lines = _plain_lines(body) if content_type == shape.content_type else None
+    if lines is None or len(lines) != len(shape.heads):
         return None
     parts = list(map(str.rpartition, lines, repeat(" ")))
     if list(map(_HEAD, parts)) != shape.heads or shape._pick_others(lines) != shape.others:
@@ -667,6 +653,17 @@ def values_in_shape(body: bytes, content_type: str, shape: TextShape) -> list[fl
     except (ValueError, _Invalid):
         return None
     return floats
+
+
+def _plain_lines(body: bytes) -> list[str] | None:
+    """The lines of a valid UTF-8 body without NUL or CR (those need the scanner)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in text or "\r" in text:
+        return None
+    return text.split("\n")
 
 
 _HEAD = itemgetter(0)
