@@ -258,7 +258,10 @@ def _pod_extra_ports(seen: dict[str, tuple[dict, list[int]]], targets: list[dict
                 targets.append(t)
 
 
-def _add_pod_container(t: dict[str, str], pod: dict, port: int | None, protocol: str) -> None:
+def _add_pod_container(t: dict[str, str], pod: dict, port: int | None,
+                       protocol: str | None) -> None:
+    """The pod_container_* labels of the container exposing `port`. The protocol is the
+    endpoint port's (endpoints role), or the container port's when None (endpointslice)."""
     if port is None:
         return
     for c in (pod.get("spec") or {}).get("containers") or []:
@@ -268,7 +271,8 @@ def _add_pod_container(t: dict[str, str], pod: dict, port: int | None, protocol:
                 t[META + "pod_container_image"] = c.get("image", "")
                 t[META + "pod_container_port_name"] = cp.get("name", "")
                 t[META + "pod_container_port_number"] = str(port)
-                t[META + "pod_container_port_protocol"] = protocol
+                t[META + "pod_container_port_protocol"] = (
+                    cp.get("protocol", "") if protocol is None else protocol)
                 break  # the port loop only: a later container with the port wins
 
 
@@ -388,28 +392,13 @@ def build_endpointslice(es: dict, services: dict[str, dict], pods: dict[str, dic
                     continue
                 entry = seen.setdefault(key_of(pod), (pod, []))
                 t.update(pod_labels(pod))
-                _add_pod_container_slice(t, pod, number)
+                _add_pod_container(t, pod, number, None)
                 if number is not None:
                     entry[1].append(number)
                 targets.append(t)
     _pod_extra_ports(seen, targets)
     return TargetGroup(source=f"endpointslice/{ns}/{m.get('name', '')}", targets=targets,
                        labels=labels)
-
-
-def _add_pod_container_slice(t: dict[str, str], pod: dict, port: int | None) -> None:
-    # Unlike endpoints, the protocol comes from the container port.
-    if port is None:
-        return
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        for cp in c.get("ports") or []:
-            if cp.get("containerPort") == port:
-                t[META + "pod_container_name"] = c.get("name", "")
-                t[META + "pod_container_image"] = c.get("image", "")
-                t[META + "pod_container_port_name"] = cp.get("name", "")
-                t[META + "pod_container_port_number"] = str(port)
-                t[META + "pod_container_port_protocol"] = cp.get("protocol", "")
-                break  # the port loop only: a later container with the port wins
 
 
 def _host_matches(pattern: str, host: str) -> bool:
