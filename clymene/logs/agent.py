@@ -409,14 +409,15 @@ def open_output(settings: Any, cfg: PromtailConfig) -> Output:
     """The outputs STORAGE_TYPE names (loki, kafka, elasticsearch, gateway; none: loki).
     Loki's URL comes from
     --loki.client.url, else the config's clients[0].url."""
+    from clymene.storage import storage_names
     from clymene.storage.factory import OPENERS
 
     log_kinds = ("loki", "kafka", "elasticsearch", "gateway")
-    kinds = [k for k in (settings.storage_type or []) if k in log_kinds]
+    names = storage_names(settings)
+    kinds = [k for k in names if k in log_kinds]
     # One STORAGE_TYPE serves metrics and logs: metrics-only backends are skipped here,
     # a name neither side knows is refused.
-    unknown = [k for k in (settings.storage_type or []) if k not in log_kinds
-               and k not in OPENERS]
+    unknown = [k for k in names if k not in log_kinds and k not in OPENERS]
     if unknown:
         raise ValueError(f"STORAGE_TYPE: {', '.join(unknown)} cannot store logs "
                          f"(log outputs: {', '.join(log_kinds)})")

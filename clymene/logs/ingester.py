@@ -28,7 +28,7 @@ from clymene.kafka.metrics import Exporter
 from clymene.logs import loki_pb
 from clymene.logs.kafka import TENANT_HEADER
 from clymene.logs.loki import PushAborted
-from clymene.storage import WriteError
+from clymene.storage import WriteError, storage_names
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,7 @@ class LogBackendConsumer(BackendConsumer):
 
 
 def backend_kinds(settings: Any) -> list[str]:
-    kinds = []
-    for raw in settings.storage_type or []:
-        kind = raw.strip().lower()
-        if kind in LOG_BACKENDS and kind not in kinds:
-            kinds.append(kind)
-    return kinds or ["loki"]
+    return [kind for kind in storage_names(settings) if kind in LOG_BACKENDS] or ["loki"]
 
 
 def open_backends(settings: Any) -> list[Any]:

@@ -8,7 +8,7 @@ the ones named by `STORAGE_TYPE`.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[Labels, float, int]
@@ -44,3 +44,10 @@ class Storage(Protocol):
 
 
 __all__ = ["Labels", "Sample", "Storage", "WriteError"]
+
+
+def storage_names(settings: Any) -> list[str]:
+    """The names STORAGE_TYPE lists, lower-cased, in order, each once. One STORAGE_TYPE
+    serves metrics and logs: each side picks the names it knows."""
+    return list(dict.fromkeys(name.strip().lower() for name in settings.storage_type or []
+                              if name.strip()))

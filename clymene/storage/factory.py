@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from clymene.storage import Storage
+from clymene.storage import Storage, storage_names
 from clymene.storage.prometheus import TLSOptions
 
 
@@ -268,13 +268,8 @@ def open_storages(settings: Any, config: Any = None) -> list[Storage]:
     then one per `remote_write:` entry of `config` (loaded from `settings.config_file`
     when not given); no name and no entry means `file`. Raises ValueError for an unknown
     name or a missing setting, having closed whatever it had opened."""
-    names: list[str] = []
-    for raw in settings.storage_type or []:
-        name = raw.strip().lower()
-        # One STORAGE_TYPE serves metrics and logs (e.g. `clymene run` with a log agent):
-        # log-only outputs are the log side's business.
-        if name and name not in names and name not in LOG_ONLY_TYPES:
-            names.append(name)
+    # Log-only outputs are the log side's business (e.g. `clymene run` with a log agent).
+    names = [name for name in storage_names(settings) if name not in LOG_ONLY_TYPES]
     for name in names:
         if name not in OPENERS:
             known = ", ".join(sorted(OPENERS))
