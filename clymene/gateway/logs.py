@@ -28,6 +28,8 @@ from clymene import stats
 from clymene.logs import loki_pb
 from clymene.logs.loki import PushAborted
 from clymene.logs.push import PushDecodeError, decode_push
+from clymene.storage import storage_names
+from clymene.storage.remote_write_pb import snappy_length
 
 LOG_KINDS = ("kafka", "loki", "elasticsearch")
 
@@ -44,17 +46,6 @@ def _inflate(body: bytes, wbits: int, max_size: int) -> bytes:
     if not d.eof:
         raise PushDecodeError(400, "cannot decompress the body: truncated stream")
     return out
-
-
-def _snappy_length(body: bytes) -> int:
-    result = shift = 0
-    for i in range(min(len(body), 10)):
-        b = body[i]
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result
-        shift += 7
-    raise PushDecodeError(400, "snappy: corrupt length header")
 
 
 def _uncompressed(body: bytes, content_encoding: str, max_size: int) -> bytes:
@@ -74,9 +65,14 @@ def decode_logs(body: bytes, content_type: str, content_encoding: str,
     413 over max_size once uncompressed, 415 unknown Content-Type or -Encoding)."""
     body = _uncompressed(body, content_encoding, max_size)
     ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype in ("application/x-protobuf", "") and _snappy_length(body) > max_size:
-        raise PushDecodeError(413, f"uncompressed body of {_snappy_length(body)} bytes is "
-                                   f"over the limit of {max_size}")
+    if ctype in ("application/x-protobuf", ""):
+        try:
+            size = snappy_length(body)
+        except ValueError as exc:
+            raise PushDecodeError(400, str(exc)) from None
+        if size > max_size:
+            raise PushDecodeError(413, f"uncompressed body of {size} bytes is over the "
+                                       f"limit of {max_size}")
     return decode_push(body, content_type, "", max_size)
 
 
@@ -213,11 +209,7 @@ class LogSink:
 
 
 def log_kinds(settings: Any) -> list[str]:
-    kinds = []
-    for raw in settings.storage_type or []:
-        kind = raw.strip().lower()
-        if kind in LOG_KINDS and kind not in kinds:
-            kinds.append(kind)
+    kinds = [kind for kind in storage_names(settings) if kind in LOG_KINDS]
     if not kinds and settings.loki_client_url:
         kinds.append("loki")
     return kinds

@@ -46,7 +46,7 @@ from clymene.kafka import encoding as enc
 from clymene.kafka.metrics import Exporter
 from clymene.logs.push import PUSH_PATHS, PushDecodeError
 from clymene.storage import Sample, Storage, WriteError
-from clymene.storage.remote_write_pb import decode_write_request, decompress
+from clymene.storage.remote_write_pb import decode_write_request, decompress, snappy_length
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +62,6 @@ class TooLarge(ValueError):
     pass
 
 
-def _snappy_length(body: bytes) -> int:
-    """The uncompressed length a snappy block announces (its leading varint)."""
-    result = shift = 0
-    for i in range(min(len(body), 10)):
-        b = body[i]
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result
-        shift += 7
-    raise BadRequest("snappy: corrupt length header")
-
-
 def decode_body(body: bytes, content_type: str, max_size: int) -> list[Sample]:
     """The samples of a request body; BadRequest / TooLarge naming what is wrong."""
     ctype = content_type.split(";", 1)[0].strip().lower()
@@ -82,9 +70,12 @@ def decode_body(body: bytes, content_type: str, max_size: int) -> list[Sample]:
             return enc.decode_json(body)
         except ValueError as exc:
             raise BadRequest(f"json: {exc}") from None
-    if _snappy_length(body) > max_size:
-        raise TooLarge(f"uncompressed body of {_snappy_length(body)} bytes is over the "
-                       f"limit of {max_size}")
+    try:
+        size = snappy_length(body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    if size > max_size:
+        raise TooLarge(f"uncompressed body of {size} bytes is over the limit of {max_size}")
     try:
         raw = decompress(body)
     except Exception as exc:  # cramjam's own error type

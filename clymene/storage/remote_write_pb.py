@@ -219,6 +219,19 @@ def decompress(data: bytes) -> bytes:
     return bytes(cramjam.snappy.decompress_raw(data))
 
 
+def snappy_length(data: bytes) -> int:
+    """The uncompressed length a snappy block announces (its leading varint), read
+    before decompressing to refuse an oversized body; ValueError when it is corrupt."""
+    result = shift = 0
+    for i in range(min(len(data), 10)):
+        b = data[i]
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result
+        shift += 7
+    raise ValueError("snappy: corrupt length header")
+
+
 # ---------------------------------------------------------------- decoding
 
 
