@@ -40,6 +40,11 @@ from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
 
+try:
+    from clymene import _speedups  # built by `pip install`; see clymene/_speedups.c
+except ImportError:  # a source tree without the build: the Python path alone
+    _speedups = None
+
 __all__ = ["ParseError", "TextShape", "parse", "parse_series", "text_shape", "values_in_shape"]
 
 Entry = tuple[str, float, int | None]
@@ -591,7 +596,8 @@ class TextShape:
     lines that are not samples; two documents with the same shape differ only in the
     values, and `values_in_shape` reads those without looking at a line in Python."""
 
-    __slots__ = ("content_type", "heads", "keys", "others", "_pick_values", "_pick_others")
+    __slots__ = ("content_type", "heads", "keys", "others", "_pick_values", "_pick_others",
+                 "_c_lines", "_c_flags")
 
     def __init__(self, content_type: str, lines: list[str], heads: list[str],
                  samples: list[int], others: list[int]) -> None:
@@ -601,6 +607,15 @@ class TextShape:
         self._pick_values = _picker(samples)
         self._pick_others = _picker(others)
         self.others = self._pick_others(lines)
+        # For _speedups.shape_values: each line's bytes up to its value (the whole line
+        # for the lines that are not samples), and which lines are samples.
+        flags = bytearray(len(lines))
+        c_lines = [line.encode() for line in lines]
+        for i in samples:
+            flags[i] = 1
+            c_lines[i] = heads[i].encode() + b" "
+        self._c_lines = tuple(c_lines)
+        self._c_flags = bytes(flags)
 
 
 def _picker(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
@@ -641,7 +656,15 @@ def values_in_shape(body: bytes, content_type: str, shape: TextShape) -> list[fl
     """The values of a document of this shape, in line order (those of the lines in
     `shape.keys`); None when the document is not of this shape or a value needs the
     parser's judgement (parse it then)."""
-    lines = _plain_lines(body) if content_type == shape.content_type else None
+    if content_type != shape.content_type:
+        return None
+    if _speedups is not None:
+        # The usual case in C; what it does not handle (Go's rarer spellings of
+        # special values, overflows, any difference) is judged below.
+        values = _speedups.shape_values(body, shape._c_lines, shape._c_flags)
+        if values is not None:
+            return values
+    lines = _plain_lines(body)
     if lines is None or len(lines) != len(shape.heads):
         return None
     parts = list(map(str.rpartition, lines, repeat(" ")))

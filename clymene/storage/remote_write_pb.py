@@ -24,6 +24,11 @@ from operator import itemgetter
 
 import cramjam
 
+try:
+    from clymene import _speedups  # built by `pip install`; see clymene/_speedups.c
+except ImportError:  # a source tree without the build: the Python path alone
+    _speedups = None
+
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[Labels, float, int]
 
@@ -118,13 +123,15 @@ def _encode_known(batch: list[Sample]) -> bytes | None:
     tuple's identity). Equal heads mean equal labels, and bytes keep their hash, so a
     set of the heads finds a labels twice cheaply. None when the batch is not of that
     kind. A zero value, which proto3 leaves out, gets a head of its own."""
-    labels_col, values, stamps = zip(*batch, strict=True)
-    ts = stamps[0]
-    if stamps.count(ts) != len(stamps):
-        return None
+    ts = batch[0][2]
     ts_bytes = b"\x10" + _varint(ts & _U64) if ts else b""
     heads = _head_cache.get(9 + len(ts_bytes))
     if heads is None:
+        return None
+    if _speedups is not None:
+        return _speedups.encode_known(batch, heads, ts, ts_bytes)  # the loop below, in C
+    labels_col, values, stamps = zip(*batch, strict=True)
+    if stamps.count(ts) != len(stamps):
         return None
     try:
         entries = list(map(heads.__getitem__, map(id, labels_col)))

@@ -1,0 +1,358 @@
+/* The two innermost loops of a steady scrape, in C.
+
+   Both are exact replacements for Python functions that stay as the reference and
+   the fallback (tests/test_speedups.py runs both on the same inputs):
+
+   shape_values(body, lines, samples) -> list[float] | None
+       clymene.scrape.parser.values_in_shape for a document of a known TextShape.
+   encode_known(batch, heads, ts, ts_bytes) -> bytes | None
+       clymene.storage.remote_write_pb._encode_known's loop over the samples.
+
+   Each returns None whenever the input is not the plain case it handles; the caller
+   then takes the Python path, so nothing here decides anything the Python code would
+   decide differently. bench/RESULTS.md has the figures that justify the file. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- values */
+
+/* Whether [p, end) is a plain decimal on which Python's float() and Go's ParseFloat
+   agree: [+-]? (digits [. digits*] | . digits) ([eE] [+-]? digits)? */
+static int
+plain_decimal(const char *p, const char *end)
+{
+    int digits = 0;
+    if (p < end && (*p == '+' || *p == '-'))
+        p++;
+    while (p < end && *p >= '0' && *p <= '9') {
+        p++;
+        digits++;
+    }
+    if (p < end && *p == '.') {
+        p++;
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+            digits++;
+        }
+    }
+    if (!digits)
+        return 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p == end || *p < '0' || *p > '9')
+            return 0;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    return p == end;
+}
+
+/* The value of one value text; 0 when it is not one handled here. */
+static int
+parse_value(const char *p, const char *end, double *out)
+{
+    Py_ssize_t n = end - p;
+    char buf[64];
+    char *stop;
+    uint64_t bits;
+
+    /* What Go writes for the special values (Prometheus' text exposition). */
+    if (n == 3 && memcmp(p, "NaN", 3) == 0) {
+        bits = 0x7FF8000000000001ULL; /* value.NormalNaN, as parser.NORMAL_NAN */
+        memcpy(out, &bits, 8);
+        return 1;
+    }
+    if ((n == 4 && memcmp(p, "+Inf", 4) == 0) || (n == 3 && memcmp(p, "Inf", 3) == 0)) {
+        *out = Py_HUGE_VAL;
+        return 1;
+    }
+    if (n == 4 && memcmp(p, "-Inf", 4) == 0) {
+        *out = -Py_HUGE_VAL;
+        return 1;
+    }
+    if (n == 0 || n >= (Py_ssize_t)sizeof(buf) || !plain_decimal(p, end))
+        return 0;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    /* Correctly rounded, as float(); no exception on overflow: it gives +-inf, which
+       Go refuses ("value out of range"), so the Python path must judge it. */
+    *out = PyOS_string_to_double(buf, &stop, NULL);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (stop != buf + n || Py_IS_INFINITY(*out))
+        return 0;
+    return 1;
+}
+
+static PyObject *
+shape_values(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer body;
+    PyObject *lines;
+    Py_buffer samples;
+    PyObject *out = NULL;
+
+    if (!PyArg_ParseTuple(args, "y*O!y*", &body, &PyTuple_Type, &lines, &samples))
+        return NULL;
+
+    Py_ssize_t nlines = PyTuple_GET_SIZE(lines);
+    const char *flags = samples.buf;
+    Py_ssize_t nsamples = 0;
+    if (samples.len != nlines) {
+        PyErr_SetString(PyExc_ValueError, "samples must have one flag per line");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nlines; i++)
+        nsamples += flags[i] != 0;
+    out = PyList_New(nsamples);
+    if (out == NULL)
+        goto done;
+
+    const char *p = body.buf;
+    const char *end = p + body.len;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < nlines; i++) {
+        /* Lines as str.split("\n") gives them: the last one ends at the end. */
+        const char *eol = memchr(p, '\n', end - p);
+        if (i == nlines - 1) {
+            if (eol != NULL)
+                goto mismatch;
+            eol = end;
+        }
+        else if (eol == NULL)
+            goto mismatch;
+        PyObject *want = PyTuple_GET_ITEM(lines, i);
+        if (!PyBytes_Check(want)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_ssize_t wlen = PyBytes_GET_SIZE(want);
+        if (flags[i]) {
+            /* `want` is the line up to its value: the series key and one blank. */
+            double v;
+            if (eol - p <= wlen || memcmp(p, PyBytes_AS_STRING(want), wlen) != 0
+                    || !parse_value(p + wlen, eol, &v))
+                goto mismatch;
+            PyObject *f = PyFloat_FromDouble(v);
+            if (f == NULL) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            PyList_SET_ITEM(out, k++, f);
+        }
+        else if (eol - p != wlen || memcmp(p, PyBytes_AS_STRING(want), wlen) != 0)
+            goto mismatch;
+        p = eol + 1;
+    }
+    goto done;
+
+mismatch:
+    Py_CLEAR(out);
+    out = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&samples);
+    return out;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+struct item {
+    const char *head;     /* cached TimeSeries head, up to and with the value tag */
+    Py_ssize_t head_len;
+    double value;
+    int zero;             /* all bits zero: proto3 leaves the value out */
+};
+
+static Py_ssize_t
+varint_len(uint64_t n)
+{
+    Py_ssize_t len = 1;
+    while (n >= 0x80) {
+        n >>= 7;
+        len++;
+    }
+    return len;
+}
+
+static char *
+put_varint(char *out, uint64_t n)
+{
+    while (n >= 0x80) {
+        *out++ = (char)((n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    *out++ = (char)n;
+    return out;
+}
+
+/* A head is 0x0a, varint(L), labels, 0x12, full, 0x09 with full = 9 + len(ts_bytes) and
+   L = len(labels) + full + 2. Sets the labels' offset and length; 0 if malformed. */
+static int
+head_labels(const char *head, Py_ssize_t len, Py_ssize_t full, Py_ssize_t *off,
+            Py_ssize_t *lb_len)
+{
+    uint64_t n = 0;
+    int shift = 0;
+    Py_ssize_t i = 1;
+    for (;;) {
+        if (i >= len || shift > 63)
+            return 0;
+        unsigned char b = (unsigned char)head[i++];
+        n |= (uint64_t)(b & 0x7F) << shift;
+        shift += 7;
+        if (b < 0x80)
+            break;
+    }
+    if ((Py_ssize_t)n < full + 2 || i + (Py_ssize_t)n - full - 2 + 3 != len)
+        return 0;
+    *off = i;
+    *lb_len = (Py_ssize_t)n - full - 2;
+    return 1;
+}
+
+static PyObject *
+encode_known(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *batch, *heads, *ts;
+    Py_buffer tsb;
+    PyObject *seen = NULL, *result = NULL;
+    struct item *items = NULL;
+
+    if (!PyArg_ParseTuple(args, "O!O!Oy*", &PyList_Type, &batch, &PyDict_Type, &heads,
+                          &ts, &tsb))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    Py_ssize_t ts_len = tsb.len;
+    Py_ssize_t full = 9 + ts_len;
+    Py_ssize_t total = 0;
+
+    items = PyMem_Malloc(sizeof(struct item) * (n ? n : 1));
+    seen = PySet_New(NULL);
+    if (items == NULL || seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sample = PyList_GET_ITEM(batch, i);
+        if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 3)
+            goto not_known;
+        PyObject *stamp = PyTuple_GET_ITEM(sample, 2);
+        if (stamp != ts) {
+            int eq = PyObject_RichCompareBool(stamp, ts, Py_EQ);
+            if (eq < 0)
+                goto done;
+            if (!eq)
+                goto not_known;
+        }
+        PyObject *key = PyLong_FromVoidPtr(PyTuple_GET_ITEM(sample, 0)); /* id(labels) */
+        if (key == NULL)
+            goto done;
+        PyObject *entry = PyDict_GetItemWithError(heads, key);
+        Py_DECREF(key);
+        if (entry == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            goto not_known;
+        }
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2
+                || !PyBytes_Check(PyTuple_GET_ITEM(entry, 1)))
+            goto not_known;
+        PyObject *head = PyTuple_GET_ITEM(entry, 1);
+        /* Equal heads mean equal labels: a labels twice is not this function's case. */
+        Py_ssize_t before = PySet_GET_SIZE(seen);
+        if (PySet_Add(seen, head) < 0)
+            goto done;
+        if (PySet_GET_SIZE(seen) == before)
+            goto not_known;
+        double v = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1));
+        if (v == -1.0 && PyErr_Occurred())
+            goto done;
+        uint64_t bits;
+        memcpy(&bits, &v, 8);
+        struct item *it = &items[i];
+        it->head = PyBytes_AS_STRING(head);
+        it->head_len = PyBytes_GET_SIZE(head);
+        it->value = v;
+        it->zero = bits == 0;
+        if (it->zero) {
+            Py_ssize_t off, lb_len;
+            if (!head_labels(it->head, it->head_len, full, &off, &lb_len))
+                goto not_known;
+            total += 1 + varint_len(lb_len + ts_len + 2) + lb_len + 2 + ts_len;
+        }
+        else
+            total += it->head_len + 8 + ts_len;
+    }
+
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        goto done;
+    char *out = PyBytes_AS_STRING(result);
+    const char *tsp = tsb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct item *it = &items[i];
+        if (it->zero) {
+            Py_ssize_t off, lb_len;
+            head_labels(it->head, it->head_len, full, &off, &lb_len);
+            *out++ = 0x0a;
+            out = put_varint(out, (uint64_t)(lb_len + ts_len + 2));
+            memcpy(out, it->head + off, lb_len);
+            out += lb_len;
+            *out++ = 0x12;
+            *out++ = (char)ts_len;
+        }
+        else {
+            memcpy(out, it->head, it->head_len);
+            out += it->head_len;
+            memcpy(out, &it->value, 8); /* little-endian, as struct "<d" */
+            out += 8;
+        }
+        memcpy(out, tsp, ts_len);
+        out += ts_len;
+    }
+    goto done;
+
+not_known:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(items);
+    Py_XDECREF(seen);
+    PyBuffer_Release(&tsb);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"shape_values", shape_values, METH_VARARGS,
+     "shape_values(body, lines, samples) -> list[float] | None: the values of a document "
+     "laid out as `lines` (bytes per line: the text before the value for the lines "
+     "flagged in `samples`, the whole line for the others)."},
+    {"encode_known", encode_known, METH_VARARGS,
+     "encode_known(batch, heads, ts, ts_bytes) -> bytes | None: the WriteRequest bytes of "
+     "a batch whose samples all carry `ts` and whose labels all have a cached head."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "clymene._speedups",
+    "C loops of the steady scrape path (see clymene/_speedups.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (!(PY_LITTLE_ENDIAN)) {
+        PyErr_SetString(PyExc_ImportError, "clymene._speedups assumes little-endian");
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
