@@ -39,7 +39,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.ssl_ import create_urllib3_context
 
-from clymene import __version__
+from clymene import __version__, http1
 
 # Prometheus 2.42's scrape Accept header: OpenMetrics preferred, text 0.0.4 next.
 ACCEPT_HEADER = (
@@ -229,10 +229,12 @@ class Fetcher:
         # A connection kept open per target, as Prometheus keeps one: with requests'
         # default of 10 hosts, a job of more targets opened a connection per scrape.
         configure_session(self.session, client, hosts=KEEP_ALIVE_HOSTS)
-        self._direct = None if client.proxy_url else urllib3.PoolManager(
-            num_pools=KEEP_ALIVE_HOSTS, maxsize=2, retries=False)
-        self._direct_headers = dict(self.session.headers)
-        self._direct_pools: dict[str, tuple[Any, str]] = {}  # url -> (pool, request target)
+        # Plain http:// without a proxy: clymene.http1, one kept connection per target.
+        self._lean = not client.proxy_url
+        self._lean_headers = dict(self.session.headers)
+        self._lean_pools: dict[tuple[str, int], http1.Pool] = {}
+        self._lean_urls: dict[str, tuple[http1.Pool, str]] = {}  # url -> (pool, target)
+        self._lean_heads: dict[tuple, bytes] = {}  # (url, headers) -> request bytes
 
     def _auth(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Authorization header and the secrets in it (kept out of error texts);
@@ -274,15 +276,18 @@ class Fetcher:
             raise ScrapeError(f'Get "{url}": {exc}') from None
         headers["X-Prometheus-Scrape-Timeout-Seconds"] = _format_seconds(timeout)
         try:
-            if self._direct is not None and url.startswith("http://"):
-                resp = self._get_direct(url, timeout, headers)
+            if self._lean and url.startswith("http://"):
+                lean = self._get_lean(url, timeout, deadline, headers)
+                if isinstance(lean, http1.Response):
+                    return self._read_lean(lean, url, deadline, secrets)
+                resp = lean  # redirected: the session followed it
             else:
                 resp = self.session.send(self._prepared(url, headers), timeout=timeout,
                                          stream=True, allow_redirects=self.follow_redirects).raw
         except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError in 1.26
             reason = _scrub(_reason(exc, url, self._server_name), secrets)
             raise ScrapeError(f'Get "{url}": {reason}') from None
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             raise ScrapeError(f'Get "{url}": {DEADLINE}') from None
         except requests.TooManyRedirects as exc:
             location = exc.response.headers.get("Location", "") if exc.response is not None else ""
@@ -292,7 +297,7 @@ class Fetcher:
             raise ScrapeError(
                 f'Get "{url}": net/http: invalid header field value for "Authorization"') from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
-                ValueError) as exc:
+                ValueError, http.client.HTTPException) as exc:
             reason = _scrub(_reason(exc, url, self._server_name), secrets)
             raise ScrapeError(f'Get "{url}": {reason}') from None
         with resp:
@@ -323,31 +328,67 @@ class Fetcher:
                 raise ScrapeError(DEADLINE)
             return body, resp.headers.get("Content-Type", "")
 
-    def _get_direct(self, url: str, timeout: float, headers: dict[str, Any]
-                    ) -> urllib3.HTTPResponse:
-        """The GET through urllib3, the body unread. A redirect is handed to the session,
-        which follows it as it would have from the start."""
-        for item in headers.items():
-            requests.utils.check_header_validity(item)  # what the session path refuses
-        pool_target = self._direct_pools.get(url)
-        if pool_target is None:
-            if len(self._direct_pools) > 100_000:
-                self._direct_pools.clear()
-            parsed = urllib3.util.parse_url(url)
-            pool_target = self._direct_pools[url] = (
-                self._direct.connection_from_url(url), parsed.request_uri)  # type: ignore[union-attr]
-        pool, target = pool_target
-        resp = pool.urlopen(
-            "GET", target, headers={**self._direct_headers, **headers},
-            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
-            redirect=False, assert_same_host=False, preload_content=False,
-            decode_content=False)
-        if not (self.follow_redirects and resp.get_redirect_location()):
+    def _get_lean(self, url: str, timeout: float, deadline: float, headers: dict[str, Any]
+                  ) -> http1.Response | urllib3.HTTPResponse:
+        """The GET through clymene.http1, the body unread. A redirect is handed to the
+        session, which follows it as it would have from the start."""
+        found = self._lean_urls.get(url)
+        if found is None:
+            if len(self._lean_urls) > 100_000:
+                self._lean_urls.clear()
+                self._lean_heads.clear()
+            parts = urlsplit(url)
+            host, port = _host_port(url)
+            pool = self._lean_pools.get((host, port))
+            if pool is None:
+                pool = self._lean_pools[(host, port)] = http1.Pool(host, port)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            found = self._lean_urls[url] = (pool, target)
+        pool, target = found
+        key = (url, *headers.items())
+        head = self._lean_heads.get(key)
+        if head is None:
+            for item in headers.items():
+                requests.utils.check_header_validity(item)  # what the session path refuses
+            if len(self._lean_heads) > 100_000:
+                self._lean_heads.clear()
+            head = self._lean_heads[key] = http1.request_head(
+                "GET", target, pool.host, pool.port, {**self._lean_headers, **headers})
+        resp = pool.request("GET", head, b"", timeout, deadline)
+        if not (self.follow_redirects and resp.status in _REDIRECTS
+                and "location" in resp.headers):
             return resp
+        resp.close()  # not reused: the session makes its own connections
         prepared = self._prepared(url, headers)
-        first = self.session.get_adapter(url).build_response(prepared, resp)
+        first = requests.Response()
+        first.status_code, first.reason, first.url = resp.status, resp.reason, url
+        first.headers = requests.structures.CaseInsensitiveDict(resp.headers)
+        first.request = prepared
+        first._content, first._content_consumed = b"", True  # not read: the session asks anew
         hops = list(self.session.resolve_redirects(first, prepared, stream=True, timeout=timeout))
-        return hops[-1].raw if hops else resp
+        return hops[-1].raw
+
+    def _read_lean(self, resp: http1.Response, url: str, deadline: float,
+                   secrets: tuple[str, ...]) -> tuple[bytes, str]:
+        """Status check and body of a clymene.http1 answer, with fetch's errors."""
+        with resp:
+            if resp.status != 200:
+                status = f"{resp.status} {resp.reason}" if resp.reason else str(resp.status)
+                raise ScrapeError(f"server returned HTTP status {status}")
+            limit = self.body_size_limit or sys.maxsize
+            try:
+                if resp.headers.get("content-encoding") == "gzip":
+                    body = _gunzip(resp.chunks(deadline), limit)
+                else:
+                    body = _read_all(resp.chunks(deadline), limit)
+            except (http.client.HTTPException, OSError) as exc:
+                if _is_timeout(exc):
+                    raise ScrapeError(DEADLINE) from None
+                raise ScrapeError(_scrub(_reason(exc, url), secrets)) from None
+            return body, resp.headers.get("content-type", "")
+
+
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class _RawBody:
@@ -483,7 +524,8 @@ def _reason(exc: BaseException, url: str, server_name: str = "") -> str:
     for e in causes:
         if isinstance(e, socket.gaierror):
             return f"dial tcp: lookup {host}: no such host"
-    connecting = any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in causes)
+    connecting = any(isinstance(e, (urllib3.exceptions.NewConnectionError, http1.ConnectError))
+                     for e in causes)
     for e in causes:
         if isinstance(e, OSError) and e.errno and connecting:
             return f"dial tcp {_join_host_port(host, port)}: connect: {_errno_text(e)}"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import http.client
 import ssl
 import time
 import urllib.parse
@@ -40,7 +41,7 @@ from typing import Any
 
 import urllib3
 
-from clymene import stats
+from clymene import http1, stats
 from clymene.relabel import Rule, relabel
 from clymene.storage import Labels, Sample, WriteError
 from clymene.storage.remote_write_pb import compress, encode_write_request
@@ -170,9 +171,11 @@ class HTTPSender:
             s for s in (password, urllib.parse.unquote(password), parts.query, bearer_token) if s
         ]
         kwargs = (tls or TLSOptions()).pool_kwargs() if parts.scheme == "https" else {}
-        # urllib3 directly: requests' per-request preparation cost as much as the send.
+        # urllib3 directly: requests' per-request preparation cost as much as the send;
+        # plain http:// through clymene.http1, which costs less again.
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=8, retries=False, **kwargs)
         self._pools: dict[str, tuple[Any, str]] = {}  # url -> (connection pool, target)
+        self._lean_pools: dict[str, tuple[http1.Pool, str]] = {}  # the same for http://
         self.headers = dict(headers or {})
         if basic_auth is None and parts.username is not None:
             # user:password@ in the URL means basic auth (as requests and Go's client do).
@@ -194,6 +197,29 @@ class HTTPSender:
     def close(self) -> None:
         self._pools.clear()
         self._pool.clear()
+        self._lean_pools.clear()
+
+    def _lean_pool_for(self, url: str) -> tuple[http1.Pool, str]:
+        found = self._lean_pools.get(url)
+        if found is None:
+            if len(self._lean_pools) >= 64:
+                self._lean_pools.clear()
+            parts = urllib.parse.urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            found = self._lean_pools[url] = (
+                http1.Pool(parts.hostname or "", parts.port or 80, maxsize=8), target)
+        return found
+
+    def _post_lean(self, url: str, body: bytes, headers: dict[str, str], timeout: float
+                   ) -> tuple[int, str, bytes, str | None]:
+        """(status, reason, body, Retry-After) of a POST to a plain http:// URL."""
+        pool, target = self._lean_pool_for(url)
+        deadline = time.monotonic() + timeout
+        head = http1.request_head("POST", target, pool.host, pool.port,
+                                  {"Accept-Encoding": "identity", **headers}, len(body))
+        with pool.request("POST", head, body, timeout, deadline) as response:
+            return (response.status, response.reason, response.read(deadline),
+                    response.headers.get("retry-after"))
 
     def _pool_for(self, url: str) -> tuple[Any, str]:
         """The connection pool and request target of a URL, looked up once: parsing the
@@ -232,30 +258,35 @@ class HTTPSender:
             attempt += 1
             retry_after = 0.0
             try:
-                pool, path = self._pool_for(target)
-                response = pool.urlopen(
-                    "POST",
-                    path,
-                    body=body,
-                    headers=headers,
-                    timeout=urllib3.Timeout(total=min(self.timeout, remaining)),
-                    redirect=False,
-                    retries=False,
-                    assert_same_host=False,
-                )
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if target.startswith("http://"):
+                    code, reason, data, retry_text = self._post_lean(
+                        target, body, headers, min(self.timeout, remaining))
+                else:
+                    pool, path = self._pool_for(target)
+                    response = pool.urlopen(
+                        "POST",
+                        path,
+                        body=body,
+                        headers=headers,
+                        timeout=urllib3.Timeout(total=min(self.timeout, remaining)),
+                        redirect=False,
+                        retries=False,
+                        assert_same_host=False,
+                    )
+                    code, reason, data = response.status, response.reason, response.data
+                    retry_text = response.headers.get("Retry-After")
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
                 self._pools.pop(target, None)  # e.g. a pool the manager closed: look it up anew
                 stats.inc("clymene_storage_requests_total", storage=self.name, code="error")
                 error = self.scrub(f"{type(exc).__name__}: {exc}")
             else:
-                code = response.status
                 stats.inc("clymene_storage_requests_total", storage=self.name, code=str(code))
                 stats.inc("clymene_storage_bytes_sent_total", len(body), storage=self.name)
                 if 200 <= code < 300:
-                    return response.data
-                text = response.data[:MAX_ERROR_BODY].decode("utf-8", "replace")
+                    return data
+                text = data[:MAX_ERROR_BODY].decode("utf-8", "replace")
                 error = self.scrub(
-                    f"server returned HTTP {code} {response.reason or ''}".rstrip() + f": {text}"
+                    f"server returned HTTP {code} {reason or ''}".rstrip() + f": {text}"
                 )
                 if code < 500 and code != 429:
                     raise WriteError(
@@ -263,7 +294,7 @@ class HTTPSender:
                         f"{auth_error_hint(code)}: {error}",
                         retryable=False,
                     )
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(retry_text)
             # Prometheus: a Retry-After replaces the backoff for this wait only.
             wait = retry_after if retry_after > 0 else backoff
             if time.monotonic() + wait >= deadline:
