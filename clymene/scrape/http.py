@@ -2,9 +2,9 @@
 
 One `Fetcher` per job configuration holds its connections, so connections to a target
 are reused by the worker process. Plain `http://` targets without a proxy are fetched
-with urllib3 directly (requests' session layer cost as much CPU as the rest of the
-fetch); a redirect they answer is followed by the requests.Session, which also serves
-HTTPS targets and proxies with the job's TLS settings. Auth files (password_file, credentials_file,
+with clymene.http1 (requests and urllib3 cost more CPU than the rest of the scrape); a
+redirect they answer is followed by the requests.Session, which also serves HTTPS
+targets and proxies with the job's TLS settings. Auth files (password_file, credentials_file,
 bearer_token_file) are read at each scrape, so a rotated secret is picked up.
 
 Error texts are those of Prometheus' targets page (Go's net/http client), checked
