@@ -52,6 +52,46 @@ plain_decimal(const char *p, const char *end)
     return p == end;
 }
 
+/* Clinger's fast path, for a text plain_decimal accepted: when the digits make an
+   integer below 2^53 and the power of ten is at most 22, both are exact doubles and one
+   multiplication or division rounds correctly, so the result is what strtod gives.
+   0 when the text is not of that kind (the caller then uses strtod). */
+static int
+exact_decimal(const char *p, const char *end, double *out)
+{
+    static const double pow10[] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    };
+    int negative = 0, digits = 0, exp10 = 0;
+    uint64_t mantissa = 0;
+    if (*p == '+' || *p == '-')
+        negative = *p++ == '-';
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (mantissa || *p != '0')
+            digits++;
+        mantissa = mantissa * 10 + (uint64_t)(*p - '0');
+        if (digits > 15)
+            return 0;
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (mantissa || *p != '0')
+                digits++;
+            mantissa = mantissa * 10 + (uint64_t)(*p - '0');
+            exp10--;
+            if (digits > 15 || exp10 < -22)
+                return 0;
+        }
+    }
+    if (p != end)
+        return 0; /* an exponent: left to strtod */
+    double v = (double)mantissa; /* exact: below 10^15 < 2^53 */
+    v = exp10 ? v / pow10[-exp10] : v;
+    *out = negative ? -v : v;
+    return 1;
+}
+
 /* The value of one value text; 0 when it is not one handled here. */
 static int
 parse_value(const char *p, const char *end, double *out)
@@ -77,6 +117,8 @@ parse_value(const char *p, const char *end, double *out)
     }
     if (n == 0 || n >= (Py_ssize_t)sizeof(buf) || !plain_decimal(p, end))
         return 0;
+    if (exact_decimal(p, end, out))
+        return 1;
     memcpy(buf, p, n);
     buf[n] = '\0';
     /* Correctly rounded, as float(); no exception on overflow: it gives +-inf, which

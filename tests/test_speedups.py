@@ -193,3 +193,22 @@ def test_scrape_batches_are_encoded_in_c():
     heads = pb._head_cache[9 + 2]
     batch = [(a, 0.0, 10), (b, 2.5, 10)]
     assert pb._speedups.encode_known(batch, heads, 10, b"\x10\x0a") == official_encoding(batch)
+
+
+def test_decimal_texts_convert_exactly_as_float_does():
+    # The C reader converts short decimals itself (Clinger's fast path) and gives the
+    # rest to the correctly rounded strtod: either way, float()'s bits.
+    rng = random.Random(17)
+    texts = ["0.1", "0.3", "9007199254740993", "999999999999999", "1000000000000000",
+             "0.000000000000000000001", "0.0000000000000000000001", "123456789.012345",
+             "-0.0", "+.000001", "4.35", "5000.37", "1.7976931348623157"]
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 20)))
+        point = rng.randrange(0, len(digits) + 1)
+        texts.append(rng.choice(["", "-", "+"]) + digits[:point] + "." + digits[point:]
+                     if rng.random() < 0.7 else digits)
+    shape = _shape(_doc("1"))
+    for text in texts:
+        values = parser._speedups.shape_values(_doc(text), shape._c_lines, shape._c_flags)
+        assert values is not None, text
+        assert _bits(values[:1]) == _bits([float(text)]), text
