@@ -3,8 +3,10 @@
    Both are exact replacements for Python functions that stay as the reference and
    the fallback (tests/test_speedups.py runs both on the same inputs):
 
-   shape_values(body, lines, samples) -> list[float] | None
+   shape_values(body, text, ends, samples) -> list[float] | None
        clymene.scrape.parser.values_in_shape for a document of a known TextShape.
+   encode_run(batch, labels, heads, ends, ts, ts_bytes) -> bytes | None
+       the same as encode_known for a batch of the labels of a known run.
    encode_known(batch, heads, ts, ts_bytes) -> bytes | None
        clymene.storage.remote_write_pb._encode_known's loop over the samples.
 
@@ -136,19 +138,21 @@ parse_value(const char *p, const char *end, double *out)
 static PyObject *
 shape_values(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    Py_buffer body;
-    PyObject *lines;
-    Py_buffer samples;
+    Py_buffer body, text, ends, samples;
     PyObject *out = NULL;
 
-    if (!PyArg_ParseTuple(args, "y*O!y*", &body, &PyTuple_Type, &lines, &samples))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &body, &text, &ends, &samples))
         return NULL;
-
-    Py_ssize_t nlines = PyTuple_GET_SIZE(lines);
+    /* One buffer for the whole layout, read in order: scattered bytes objects would
+       each cost a cache miss when a scrape starts with cold caches. */
+    Py_ssize_t nlines = samples.len;
+    const uint32_t *end_of = ends.buf;
     const char *flags = samples.buf;
+    const char *want = text.buf;
     Py_ssize_t nsamples = 0;
-    if (samples.len != nlines) {
-        PyErr_SetString(PyExc_ValueError, "samples must have one flag per line");
+    if (ends.len != nlines * (Py_ssize_t)sizeof(uint32_t)
+            || (nlines && end_of[nlines - 1] != (uint64_t)text.len)) {
+        PyErr_SetString(PyExc_ValueError, "one end offset per line, the last at the end");
         goto done;
     }
     for (Py_ssize_t i = 0; i < nlines; i++)
@@ -160,6 +164,7 @@ shape_values(PyObject *Py_UNUSED(self), PyObject *args)
     const char *p = body.buf;
     const char *end = p + body.len;
     Py_ssize_t k = 0;
+    uint32_t start = 0;
     for (Py_ssize_t i = 0; i < nlines; i++) {
         /* Lines as str.split("\n") gives them: the last one ends at the end. */
         const char *eol = memchr(p, '\n', end - p);
@@ -170,17 +175,13 @@ shape_values(PyObject *Py_UNUSED(self), PyObject *args)
         }
         else if (eol == NULL)
             goto mismatch;
-        PyObject *want = PyTuple_GET_ITEM(lines, i);
-        if (!PyBytes_Check(want)) {
-            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
-            Py_CLEAR(out);
-            goto done;
-        }
-        Py_ssize_t wlen = PyBytes_GET_SIZE(want);
+        Py_ssize_t wlen = (Py_ssize_t)end_of[i] - start;
+        if (wlen < 0)
+            goto mismatch;
         if (flags[i]) {
-            /* `want` is the line up to its value: the series key and one blank. */
+            /* The line up to its value: the series key and one blank. */
             double v;
-            if (eol - p <= wlen || memcmp(p, PyBytes_AS_STRING(want), wlen) != 0
+            if (eol - p <= wlen || memcmp(p, want + start, wlen) != 0
                     || !parse_value(p + wlen, eol, &v))
                 goto mismatch;
             PyObject *f = PyFloat_FromDouble(v);
@@ -190,8 +191,9 @@ shape_values(PyObject *Py_UNUSED(self), PyObject *args)
             }
             PyList_SET_ITEM(out, k++, f);
         }
-        else if (eol - p != wlen || memcmp(p, PyBytes_AS_STRING(want), wlen) != 0)
+        else if (eol - p != wlen || memcmp(p, want + start, wlen) != 0)
             goto mismatch;
+        start = end_of[i];
         p = eol + 1;
     }
     goto done;
@@ -201,6 +203,8 @@ mismatch:
     out = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&body);
+    PyBuffer_Release(&text);
+    PyBuffer_Release(&ends);
     PyBuffer_Release(&samples);
     return out;
 }
@@ -372,11 +376,113 @@ done:
     return result;
 }
 
+/* A batch whose labels are, object for object, those of a run whose heads lie in order
+   in one buffer: nothing is looked up, and the heads are read front to back. */
+static PyObject *
+encode_run(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *batch, *labels, *ts;
+    Py_buffer heads, ends, tsb;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "O!O!y*y*Oy*", &PyList_Type, &batch, &PyList_Type, &labels,
+                          &heads, &ends, &ts, &tsb))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    Py_ssize_t ts_len = tsb.len;
+    Py_ssize_t full = 9 + ts_len;
+    const uint32_t *end_of = ends.buf;
+    const char *hp = heads.buf;
+    Py_ssize_t total = 0;
+    if (PyList_GET_SIZE(labels) != n || ends.len != n * (Py_ssize_t)sizeof(uint32_t)
+            || (n && end_of[n - 1] != (uint64_t)heads.len))
+        goto not_run;
+    /* First pass: the batch is the run's (labels objects, one timestamp); sizes. */
+    uint32_t start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sample = PyList_GET_ITEM(batch, i);
+        if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 3
+                || PyTuple_GET_ITEM(sample, 0) != PyList_GET_ITEM(labels, i))
+            goto not_run;
+        PyObject *stamp = PyTuple_GET_ITEM(sample, 2);
+        if (stamp != ts) {
+            int eq = PyObject_RichCompareBool(stamp, ts, Py_EQ);
+            if (eq < 0)
+                goto done;
+            if (!eq)
+                goto not_run;
+        }
+        double v = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1));
+        if (v == -1.0 && PyErr_Occurred())
+            goto done;
+        uint64_t bits;
+        memcpy(&bits, &v, 8);
+        Py_ssize_t head_len = (Py_ssize_t)end_of[i] - start;
+        if (head_len < 0)
+            goto not_run;
+        if (bits == 0) {
+            Py_ssize_t off, lb_len;
+            if (!head_labels(hp + start, head_len, full, &off, &lb_len))
+                goto not_run;
+            total += 1 + varint_len(lb_len + ts_len + 2) + lb_len + 2 + ts_len;
+        }
+        else
+            total += head_len + 8 + ts_len;
+        start = end_of[i];
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        goto done;
+    char *out = PyBytes_AS_STRING(result);
+    const char *tsp = tsb.buf;
+    start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sample = PyList_GET_ITEM(batch, i);
+        double v = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1)); /* checked above */
+        uint64_t bits;
+        memcpy(&bits, &v, 8);
+        const char *head = hp + start;
+        Py_ssize_t head_len = (Py_ssize_t)end_of[i] - start;
+        if (bits == 0) {
+            Py_ssize_t off, lb_len;
+            head_labels(head, head_len, full, &off, &lb_len);
+            *out++ = 0x0a;
+            out = put_varint(out, (uint64_t)(lb_len + ts_len + 2));
+            memcpy(out, head + off, lb_len);
+            out += lb_len;
+            *out++ = 0x12;
+            *out++ = (char)ts_len;
+        }
+        else {
+            memcpy(out, head, head_len);
+            out += head_len;
+            memcpy(out, &v, 8);
+            out += 8;
+        }
+        memcpy(out, tsp, ts_len);
+        out += ts_len;
+        start = end_of[i];
+    }
+    goto done;
+
+not_run:
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&heads);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&tsb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"shape_values", shape_values, METH_VARARGS,
-     "shape_values(body, lines, samples) -> list[float] | None: the values of a document "
-     "laid out as `lines` (bytes per line: the text before the value for the lines "
-     "flagged in `samples`, the whole line for the others)."},
+     "shape_values(body, text, ends, samples) -> list[float] | None: the values of a "
+     "document laid out as `text` (per line: the text before the value for the lines "
+     "flagged in `samples`, the whole line for the others; `ends`: uint32 end offsets)."},
+    {"encode_run", encode_run, METH_VARARGS,
+     "encode_run(batch, labels, heads, ends, ts, ts_bytes) -> bytes | None: encode_known "
+     "for a batch whose labels are, in order, the very objects of `labels`, whose heads "
+     "are `heads` cut at the uint32 offsets `ends`."},
     {"encode_known", encode_known, METH_VARARGS,
      "encode_known(batch, heads, ts, ts_bytes) -> bytes | None: the WriteRequest bytes of "
      "a batch whose samples all carry `ts` and whose labels all have a cached head."},

@@ -131,7 +131,9 @@ def test_random_documents_and_values(monkeypatch):
 
 def _encode_twice(batch):
     pb.encode_write_request(batch)  # the first sight caches each labels' head
-    return pb.encode_write_request(batch)
+    known = pb.encode_write_request(batch)  # with the heads known (and the run kept)
+    assert pb.encode_write_request(batch) == known  # as a run
+    return known
 
 
 def test_scrape_batches_byte_for_byte(monkeypatch):
@@ -182,7 +184,7 @@ def test_a_value_that_is_not_a_number_raises_both_ways(monkeypatch):
 def test_the_usual_values_are_read_in_c(text):
     # Not only equal results: the C loop itself must take these (else no speed-up).
     shape = _shape(_doc("1"))
-    values = parser._speedups.shape_values(_doc(text), shape._c_lines, shape._c_flags)
+    values = parser._speedups.shape_values(_doc(text), shape._c_text, shape._c_ends, shape._c_flags)
     assert _bits(values) == _bits([v for _, v, _ in parser.parse(_doc(text), TEXT)])
 
 
@@ -209,6 +211,28 @@ def test_decimal_texts_convert_exactly_as_float_does():
                      if rng.random() < 0.7 else digits)
     shape = _shape(_doc("1"))
     for text in texts:
-        values = parser._speedups.shape_values(_doc(text), shape._c_lines, shape._c_flags)
+        values = parser._speedups.shape_values(_doc(text), shape._c_text, shape._c_ends, shape._c_flags)
         assert values is not None, text
         assert _bits(values[:1]) == _bits([float(text)]), text
+
+
+def test_runs_follow_the_labels_objects_in_order(monkeypatch):
+    series = [(("__name__", "m"), ("i", str(i))) for i in range(50)]
+    ts = 1_700_000_000_000
+    first = [(labels, float(i), ts) for i, labels in enumerate(series)]
+    pb.encode_write_request(first)
+    pb.encode_write_request(first)
+    key = (id(series[0]), len(series), len(b"\x10" + pb._varint(ts)))
+    assert pb._runs[key][0] == series
+    calls = []
+    real_run = pb._speedups.encode_run
+    monkeypatch.setattr(pb._speedups, "encode_run",
+                        lambda *a: calls.append(1) or real_run(*a), raising=False)
+    swapped = series[:]
+    swapped[3], swapped[4] = swapped[4], swapped[3]  # same first labels, another order
+    twin = [tuple(list(series[0]))] + series[1:]  # equal labels, other first object
+    for labels_list, value in [(series, 0.0), (swapped, 2.5), (series, -0.0),
+                               (twin, 1.0), (series, 7.0)]:
+        batch = [(labels, value, ts) for labels in labels_list]
+        assert pb.encode_write_request(batch) == official_encoding(batch)
+    assert len(calls) == 4  # the twin's first labels is another object: no run looked up

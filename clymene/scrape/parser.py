@@ -36,8 +36,9 @@ import json
 import math
 import re
 import struct
+from array import array
 from collections.abc import Callable
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import itemgetter
 
 try:
@@ -597,7 +598,7 @@ class TextShape:
     values, and `values_in_shape` reads those without looking at a line in Python."""
 
     __slots__ = ("content_type", "heads", "keys", "others", "_pick_values", "_pick_others",
-                 "_c_lines", "_c_flags")
+                 "_c_text", "_c_ends", "_c_flags")
 
     def __init__(self, content_type: str, lines: list[str], heads: list[str],
                  samples: list[int], others: list[int]) -> None:
@@ -608,13 +609,15 @@ class TextShape:
         self._pick_others = _picker(others)
         self.others = self._pick_others(lines)
         # For _speedups.shape_values: each line's bytes up to its value (the whole line
-        # for the lines that are not samples), and which lines are samples.
+        # for the lines that are not samples) in one buffer, where each ends, and which
+        # lines are samples.
         flags = bytearray(len(lines))
         c_lines = [line.encode() for line in lines]
         for i in samples:
             flags[i] = 1
             c_lines[i] = heads[i].encode() + b" "
-        self._c_lines = tuple(c_lines)
+        self._c_text = b"".join(c_lines)
+        self._c_ends = array("I", accumulate(map(len, c_lines))).tobytes()
         self._c_flags = bytes(flags)
 
 
@@ -661,7 +664,7 @@ def values_in_shape(body: bytes, content_type: str, shape: TextShape) -> list[fl
     if _speedups is not None:
         # The usual case in C; what it does not handle (Go's rarer spellings of
         # special values, overflows, any difference) is judged below.
-        values = _speedups.shape_values(body, shape._c_lines, shape._c_flags)
+        values = _speedups.shape_values(body, shape._c_text, shape._c_ends, shape._c_flags)
         if values is not None:
             return values
     lines = _plain_lines(body)

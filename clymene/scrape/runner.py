@@ -20,6 +20,7 @@ import redis
 
 from clymene import config as config_module
 from clymene import registry, stats
+from clymene.lua import LuaScript
 from clymene.registry import Target
 from clymene.scrape import loop
 from clymene.scrape.http import Fetcher, ScrapeError
@@ -86,8 +87,8 @@ class Runner:
         self.storages = storages
         self._fanout = Fanout(storages)
         self._release = client.register_script(_RELEASE_LOCK)
-        self._begin = client.register_script(_BEGIN)
-        self._finish = client.register_script(_FINISH)
+        self._begin = LuaScript(client, _BEGIN)  # the two calls of every scrape
+        self._finish = LuaScript(client, _FINISH)
         self._targets: dict[str, Target] = {}
         self._config: tuple[str, Any] | None = None  # (rev, Config)
         self._jobs: dict[tuple[str, str], tuple[Fetcher, loop.ScrapeSettings]] = {}
@@ -319,3 +320,5 @@ class Runner:
         self._fanout.close()
         for storage in self.storages:
             storage.close()
+        self._begin.close()
+        self._finish.close()

@@ -19,7 +19,8 @@ format (`compress` / `decompress` here).
 from __future__ import annotations
 
 import struct
-from itertools import chain, repeat
+from array import array
+from itertools import accumulate, chain, repeat
 from operator import itemgetter
 
 import cramjam
@@ -47,6 +48,14 @@ _id_cache: dict[int, tuple[Labels, bytes]] = {}
 # that id while the entry exists.
 _head_cache: dict[int, dict[int, tuple[Labels, bytes]]] = {}
 LABEL_CACHE_MAX = 200_000
+# A target's scrape batch holds the same labels tuples in the same order at every scrape
+# (the scrape cache hands them over), so its TimeSeries heads are kept in that order in
+# one buffer: encoding then reads them front to back instead of looking each up (a
+# lookup in a large dict misses the CPU caches, and a farm's scrapes start cold).
+# (id of the first labels, samples, timestamp bytes) -> (labels list, heads, uint32 ends);
+# an entry holds its labels, so no other tuple can have that id meanwhile.
+_runs: dict[tuple[int, int, int], tuple[list[Labels], bytes, bytes]] = {}
+RUN_CACHE_MAX = 20_000
 _HEAD = itemgetter(1)
 
 
@@ -129,7 +138,17 @@ def _encode_known(batch: list[Sample]) -> bytes | None:
     if heads is None:
         return None
     if _speedups is not None:
-        return _speedups.encode_known(batch, heads, ts, ts_bytes)  # the loop below, in C
+        # The loop below, in C; first as a run (see _runs) when the batch is one.
+        key = (id(batch[0][0]), len(batch), len(ts_bytes))
+        run = _runs.get(key)
+        if run is not None:
+            encoded = _speedups.encode_run(batch, run[0], run[1], run[2], ts, ts_bytes)
+            if encoded is not None:
+                return encoded
+        encoded = _speedups.encode_known(batch, heads, ts, ts_bytes)
+        if encoded is not None:
+            _remember_run(key, batch, heads)
+        return encoded
     labels_col, values, stamps = zip(*batch, strict=True)
     if stamps.count(ts) != len(stamps):
         return None
@@ -144,6 +163,16 @@ def _encode_known(batch: list[Sample]) -> bytes | None:
     if 0.0 in values:
         _leave_zeros_out(values, labels_col, head_col, value_col, len(ts_bytes))
     return b"".join(chain.from_iterable(zip(head_col, value_col, repeat(ts_bytes))))
+
+
+def _remember_run(key: tuple[int, int, int], batch: list[Sample],
+                  heads: dict[int, tuple[Labels, bytes]]) -> None:
+    labels = [sample[0] for sample in batch]
+    run_heads = [heads[id(lb)][1] for lb in labels]
+    if len(_runs) >= RUN_CACHE_MAX:
+        _runs.clear()
+    _runs[key] = (labels, b"".join(run_heads),
+                  array("I", accumulate(map(len, run_heads))).tobytes())
 
 
 def _leave_zeros_out(values: tuple[float, ...], labels_col: tuple[Labels, ...],
