@@ -220,6 +220,14 @@ class Pool:
         self.maxsize = maxsize
         self._idle: list[_Connection] = []
 
+    def close(self) -> None:
+        """Close the idle connections (those in use close when their answer is done)."""
+        while self._idle:
+            try:
+                self._idle.pop().close()
+            except IndexError:
+                break
+
     def put(self, conn: _Connection) -> None:
         if len(self._idle) < self.maxsize:
             self._idle.append(conn)
@@ -245,7 +253,10 @@ class Pool:
         reused = conn is not None
         while True:
             if conn is None:
-                conn = _Connection(self.host, self.port, min(timeout, deadline - time.monotonic()))
+                left = min(timeout, deadline - time.monotonic())
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                conn = _Connection(self.host, self.port, left)
             try:
                 conn.sock.settimeout(max(1e-3, deadline - time.monotonic()))
                 conn.sock.sendall(head + body if len(body) < 16384 else head)

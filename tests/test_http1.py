@@ -267,3 +267,27 @@ def test_threads_share_a_pool(scripted):
         t.join()
     assert results == [b"ok"] * 200
     assert server.accepted <= 4 + 4  # connections are kept, not one per request
+
+
+def test_ipv6_loopback_and_the_deadline_before_connecting():
+    sock = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    port = sock.getsockname()[1]
+
+    def serve():
+        conn, _ = sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"%d" % len(data)
+                         + b"\r\n\r\n" + data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        status, _, echoed = _get(http1.Pool("::1", port))
+        assert status == 200 and f"Host: [::1]:{port}\r\n".encode() in echoed
+    finally:
+        sock.close()
+    with pytest.raises(TimeoutError):
+        http1.Pool("::1", port).request("GET", b"", b"", 5, time.monotonic() - 1)

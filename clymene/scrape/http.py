@@ -337,13 +337,12 @@ class Fetcher:
             if len(self._lean_urls) > 100_000:
                 self._lean_urls.clear()
                 self._lean_heads.clear()
-            parts = urlsplit(url)
             host, port = _host_port(url)
             pool = self._lean_pools.get((host, port))
             if pool is None:
                 pool = self._lean_pools[(host, port)] = http1.Pool(host, port)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            found = self._lean_urls[url] = (pool, target)
+            # The request target as urllib3 sends it (invalid characters escaped).
+            found = self._lean_urls[url] = (pool, urllib3.util.parse_url(url).request_uri)
         pool, target = found
         key = (url, *headers.items())
         head = self._lean_heads.get(key)

@@ -197,17 +197,19 @@ class HTTPSender:
     def close(self) -> None:
         self._pools.clear()
         self._pool.clear()
+        for pool, _ in self._lean_pools.values():
+            pool.close()
         self._lean_pools.clear()
 
     def _lean_pool_for(self, url: str) -> tuple[http1.Pool, str]:
         found = self._lean_pools.get(url)
         if found is None:
             if len(self._lean_pools) >= 64:
-                self._lean_pools.clear()
+                self.close()
             parts = urllib.parse.urlsplit(url)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             found = self._lean_pools[url] = (
-                http1.Pool(parts.hostname or "", parts.port or 80, maxsize=8), target)
+                http1.Pool(parts.hostname or "", parts.port or 80, maxsize=8),
+                urllib3.util.parse_url(url).request_uri)  # the target as urllib3 sends it
         return found
 
     def _post_lean(self, url: str, body: bytes, headers: dict[str, str], timeout: float
