@@ -334,9 +334,13 @@ class Fetcher:
         session, which follows it as it would have from the start."""
         found = self._lean_urls.get(url)
         if found is None:
-            if len(self._lean_urls) > 100_000:
+            if len(self._lean_urls) > KEEP_ALIVE_HOSTS:
                 self._lean_urls.clear()
                 self._lean_heads.clear()
+            if len(self._lean_pools) > KEEP_ALIVE_HOSTS:  # targets come and go: start over
+                for stale in self._lean_pools.values():
+                    stale.close()
+                self._lean_pools.clear()
             host, port = _host_port(url)
             pool = self._lean_pools.get((host, port))
             if pool is None:
