@@ -102,7 +102,7 @@ class ScrapeState(dict):
     last cleaned (they survive the next cleaning); `last_ts` holds the newest timestamp
     appended for series that had an explicit timestamp."""
 
-    __slots__ = ("cache", "last_ts", "_extra_fp")
+    __slots__ = ("cache", "last_ts", "_extra_fp", "_fp")
 
     def __init__(self, series: dict[Labels, int] | None = None,
                  cache: dict[str, bool] | None = None,
@@ -111,11 +111,14 @@ class ScrapeState(dict):
         self.cache: dict[str, bool] | None = cache  # None: unknown, taken as the series
         self.last_ts: dict[Labels, int] = last_ts or {}
         self._extra_fp = ""
+        self._fp = ""  # set_fingerprint's result: a state is not changed once built
 
 
 def set_fingerprint(fps: dict[Labels, int]) -> str:
     """Order-free fingerprint of a state: the sum of its series' fingerprints, and (for a
     ScrapeState) of its cache and timestamps."""
+    if isinstance(fps, ScrapeState) and fps._fp:
+        return fps._fp  # a steady target hands the same state over at every scrape
     base = format(sum(fps.values()) & 0xFFFFFFFFFFFFFFFF, "016x") + format(len(fps), "x")
     if isinstance(fps, ScrapeState) and (fps.cache or fps.last_ts):
         if not fps._extra_fp:
@@ -127,6 +130,8 @@ def set_fingerprint(fps: dict[Labels, int]) -> str:
                 h.update(repr((labels, ts)).encode("utf-8", "surrogateescape"))
             fps._extra_fp = h.hexdigest()
         base += "-" + fps._extra_fp
+    if isinstance(fps, ScrapeState):
+        fps._fp = base
     return base
 
 
