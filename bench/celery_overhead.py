@@ -69,6 +69,8 @@ def _run_variant(broker: str, conf: dict[str, object], rate: float, tick: float,
 
         celery_noop.app.conf.broker_url = broker
         client = redis.Redis.from_url(broker)
+        # The message says whether to keep the result (the worker follows it).
+        ignore_result = bool(conf.get("task_ignore_result", True))
 
         def send(n: int) -> None:
             # As beat sends them: the tasks due within one tick, together, every tick.
@@ -76,7 +78,8 @@ def _run_variant(broker: str, conf: dict[str, object], rate: float, tick: float,
             start = time.monotonic()
             for i in range(n):
                 args = [uuid.uuid4().hex, "rev", "bench", f"127.0.0.1:{i}", time.time()]
-                celery_noop.noop.apply_async(args=args, queue="scrape")
+                celery_noop.noop.apply_async(args=args, queue="scrape",
+                                             ignore_result=ignore_result)
                 if (i + 1) % per_tick == 0:
                     wait = start + (i + 1) / rate - time.monotonic()
                     if wait > 0:
@@ -93,6 +96,8 @@ def _run_variant(broker: str, conf: dict[str, object], rate: float, tick: float,
         time.sleep(1)
         used = _cpu_seconds(worker.pid) - before
         left = client.llen("scrape")
+        if not ignore_result:  # the variant must have done what it says
+            assert client.keys("celery-task-meta-*"), "no result was stored"
         client.flushdb()
         return idle, used / n, (used - idle) / n, n - left
     finally:
