@@ -18,9 +18,7 @@ back, so caches are warm: in a farm every figure is higher (bench/scrape_profile
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import urllib3
 
-from bench.scrape_profile import _start
+from bench.scrape_profile import _start, _stop
 from bench.targets import body
 from clymene import http1
 from clymene.scrape import parser
@@ -144,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                      _cpu_per_call(lean_post, gets), "urllib3",
                      _cpu_per_call(urllib3_post, gets)))
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+        _stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print("| hot path | hand-written | us per call | replaced code | us per call | ratio |")

@@ -37,6 +37,16 @@ def _start(args: list[str], ready: Path, workdir: Path) -> tuple[subprocess.Pope
     return proc, json.loads(ready.read_text())
 
 
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop what _start started, by process group."""
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
 def _time_stages(runner: object) -> dict[str, float]:
     """Wrap the stages of a scrape so that each adds its thread CPU time to the returned
     dict (the wrappers cost about a microsecond each)."""
@@ -145,12 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+        _stop(procs)
         if redis_server is not None:
             redis_server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

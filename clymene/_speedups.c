@@ -265,6 +265,25 @@ head_labels(const char *head, Py_ssize_t len, Py_ssize_t full, Py_ssize_t *off,
     return 1;
 }
 
+/* Item i of a batch: a (labels, value, timestamp) tuple stamped `ts`. 1 with its value
+   in *value; 0 when it is not such a tuple; -1 with an exception set. */
+static int
+sample_at(PyObject *sample, PyObject *ts, double *value)
+{
+    if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 3)
+        return 0;
+    PyObject *stamp = PyTuple_GET_ITEM(sample, 2);
+    if (stamp != ts) {
+        int eq = PyObject_RichCompareBool(stamp, ts, Py_EQ);
+        if (eq <= 0)
+            return eq;
+    }
+    *value = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1));
+    if (*value == -1.0 && PyErr_Occurred())
+        return -1;
+    return 1;
+}
+
 static PyObject *
 encode_known(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -289,16 +308,12 @@ encode_known(PyObject *Py_UNUSED(self), PyObject *args)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *sample = PyList_GET_ITEM(batch, i);
-        if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 3)
+        double v;
+        int found = sample_at(sample, ts, &v);
+        if (found < 0)
+            goto done;
+        if (!found)
             goto not_known;
-        PyObject *stamp = PyTuple_GET_ITEM(sample, 2);
-        if (stamp != ts) {
-            int eq = PyObject_RichCompareBool(stamp, ts, Py_EQ);
-            if (eq < 0)
-                goto done;
-            if (!eq)
-                goto not_known;
-        }
         PyObject *key = PyLong_FromVoidPtr(PyTuple_GET_ITEM(sample, 0)); /* id(labels) */
         if (key == NULL)
             goto done;
@@ -319,9 +334,6 @@ encode_known(PyObject *Py_UNUSED(self), PyObject *args)
             goto done;
         if (PySet_GET_SIZE(seen) == before)
             goto not_known;
-        double v = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1));
-        if (v == -1.0 && PyErr_Occurred())
-            goto done;
         uint64_t bits;
         memcpy(&bits, &v, 8);
         struct item *it = &items[i];
@@ -401,20 +413,12 @@ encode_run(PyObject *Py_UNUSED(self), PyObject *args)
     uint32_t start = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *sample = PyList_GET_ITEM(batch, i);
-        if (!PyTuple_Check(sample) || PyTuple_GET_SIZE(sample) != 3
-                || PyTuple_GET_ITEM(sample, 0) != PyList_GET_ITEM(labels, i))
-            goto not_run;
-        PyObject *stamp = PyTuple_GET_ITEM(sample, 2);
-        if (stamp != ts) {
-            int eq = PyObject_RichCompareBool(stamp, ts, Py_EQ);
-            if (eq < 0)
-                goto done;
-            if (!eq)
-                goto not_run;
-        }
-        double v = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1));
-        if (v == -1.0 && PyErr_Occurred())
+        double v;
+        int found = sample_at(sample, ts, &v);
+        if (found < 0)
             goto done;
+        if (!found || PyTuple_GET_ITEM(sample, 0) != PyList_GET_ITEM(labels, i))
+            goto not_run;
         uint64_t bits;
         memcpy(&bits, &v, 8);
         Py_ssize_t head_len = (Py_ssize_t)end_of[i] - start;
