@@ -26,6 +26,8 @@ import socket
 import time
 from collections.abc import Iterator
 
+import urllib3
+
 MAX_HEAD = 1 << 20  # Go's DefaultMaxHeaderBytes
 _READ = 65536
 _NO_BODY = frozenset((204, 304))
@@ -297,6 +299,40 @@ class Pool:
         connection = headers.get("connection", "").lower()
         keep = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
         return Response(int(code), reason.strip(), headers, conn, self, method, keep)
+
+
+class Pools:
+    """The pools of the hosts a client talks to, and each URL's pool and request target,
+    looked up once per URL (parsing a URL costs more than the rest of a request here).
+    Past `max_hosts` hosts (targets come and go) everything is closed and starts over."""
+
+    def __init__(self, maxsize: int = 2, max_hosts: int = 100_000) -> None:
+        self.maxsize = maxsize
+        self.max_hosts = max_hosts
+        self._by_host: dict[tuple[str, int], Pool] = {}
+        self._by_url: dict[str, tuple[Pool, str]] = {}
+
+    def for_url(self, url: str) -> tuple[Pool, str]:
+        """The pool of an http:// URL's host:port and its request target (path and
+        query, invalid characters escaped as urllib3 escapes them)."""
+        found = self._by_url.get(url)
+        if found is None:
+            if len(self._by_url) >= self.max_hosts or len(self._by_host) >= self.max_hosts:
+                self.close()
+            parts = urllib3.util.parse_url(url)
+            host = (parts.host or "").strip("[]")  # an IPv6 address without its brackets
+            port = parts.port or 80
+            pool = self._by_host.get((host, port))
+            if pool is None:
+                pool = self._by_host[(host, port)] = Pool(host, port, self.maxsize)
+            found = self._by_url[url] = (pool, parts.request_uri)
+        return found
+
+    def close(self) -> None:
+        for pool in self._by_host.values():
+            pool.close()
+        self._by_host.clear()
+        self._by_url.clear()
 
 
 def request_head(method: str, target: str, host: str, port: int,

@@ -291,3 +291,14 @@ def test_ipv6_loopback_and_the_deadline_before_connecting():
         sock.close()
     with pytest.raises(TimeoutError):
         http1.Pool("::1", port).request("GET", b"", b"", 5, time.monotonic() - 1)
+
+
+def test_pools_by_url():
+    pools = http1.Pools(maxsize=3, max_hosts=2)
+    a, target = pools.for_url("http://127.0.0.1:9100/metrics?x=a b")
+    assert (a.host, a.port, a.maxsize, target) == ("127.0.0.1", 9100, 3, "/metrics?x=a%20b")
+    assert pools.for_url("http://127.0.0.1:9100/other")[0] is a  # one pool per host:port
+    v6, _ = pools.for_url("http://[::1]/m")
+    assert (v6.host, v6.port) == ("::1", 80)
+    assert pools.for_url("http://127.0.0.1:9101/m")[0] is not a  # past max_hosts: anew
+    assert pools.for_url("http://127.0.0.1:9100/metrics?x=a b")[0] is not a

@@ -232,8 +232,7 @@ class Fetcher:
         # Plain http:// without a proxy: clymene.http1, one kept connection per target.
         self._lean = not client.proxy_url
         self._lean_headers = dict(self.session.headers)
-        self._lean_pools: dict[tuple[str, int], http1.Pool] = {}
-        self._lean_urls: dict[str, tuple[http1.Pool, str]] = {}  # url -> (pool, target)
+        self._lean_pools = http1.Pools(maxsize=2, max_hosts=KEEP_ALIVE_HOSTS)
         self._lean_heads: dict[tuple, bytes] = {}  # (url, headers) -> request bytes
 
     def _auth(self) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -301,17 +300,11 @@ class Fetcher:
             reason = _scrub(_reason(exc, url, self._server_name), secrets)
             raise ScrapeError(f'Get "{url}": {reason}') from None
         with resp:
-            if resp.status != 200:
-                status = f"{resp.status} {resp.reason}" if resp.reason else str(resp.status)
-                raise ScrapeError(f"server returned HTTP status {status}")
-            limit = self.body_size_limit or sys.maxsize
+            _check_status(resp.status, resp.reason)
             watchdog = _Watchdog(resp, deadline - time.monotonic())
             try:
                 raw = _RawBody(resp)
-                if resp.headers.get("Content-Encoding") == "gzip":
-                    body = _gunzip(raw.chunks(), limit)
-                else:
-                    body = _read_all(raw.chunks(), limit)
+                body = self._body(raw.chunks(), resp.headers.get("Content-Encoding"))
                 raw.check_complete()
             except (requests.RequestException, urllib3.exceptions.HTTPError,
                     http.client.HTTPException, OSError) as exc:
@@ -332,28 +325,13 @@ class Fetcher:
                   ) -> http1.Response | urllib3.HTTPResponse:
         """The GET through clymene.http1, the body unread. A redirect is handed to the
         session, which follows it as it would have from the start."""
-        found = self._lean_urls.get(url)
-        if found is None:
-            if len(self._lean_urls) > KEEP_ALIVE_HOSTS:
-                self._lean_urls.clear()
-                self._lean_heads.clear()
-            if len(self._lean_pools) > KEEP_ALIVE_HOSTS:  # targets come and go: start over
-                for stale in self._lean_pools.values():
-                    stale.close()
-                self._lean_pools.clear()
-            host, port = _host_port(url)
-            pool = self._lean_pools.get((host, port))
-            if pool is None:
-                pool = self._lean_pools[(host, port)] = http1.Pool(host, port)
-            # The request target as urllib3 sends it (invalid characters escaped).
-            found = self._lean_urls[url] = (pool, urllib3.util.parse_url(url).request_uri)
-        pool, target = found
+        pool, target = self._lean_pools.for_url(url)
         key = (url, *headers.items())
         head = self._lean_heads.get(key)
         if head is None:
             for item in headers.items():
                 requests.utils.check_header_validity(item)  # what the session path refuses
-            if len(self._lean_heads) > 100_000:
+            if len(self._lean_heads) > KEEP_ALIVE_HOSTS:
                 self._lean_heads.clear()
             head = self._lean_heads[key] = http1.request_head(
                 "GET", target, pool.host, pool.port, {**self._lean_headers, **headers})
@@ -375,20 +353,29 @@ class Fetcher:
                    secrets: tuple[str, ...]) -> tuple[bytes, str]:
         """Status check and body of a clymene.http1 answer, with fetch's errors."""
         with resp:
-            if resp.status != 200:
-                status = f"{resp.status} {resp.reason}" if resp.reason else str(resp.status)
-                raise ScrapeError(f"server returned HTTP status {status}")
-            limit = self.body_size_limit or sys.maxsize
+            _check_status(resp.status, resp.reason)
             try:
-                if resp.headers.get("content-encoding") == "gzip":
-                    body = _gunzip(resp.chunks(deadline), limit)
-                else:
-                    body = _read_all(resp.chunks(deadline), limit)
+                body = self._body(resp.chunks(deadline), resp.headers.get("content-encoding"))
             except (http.client.HTTPException, OSError) as exc:
                 if _is_timeout(exc):
                     raise ScrapeError(DEADLINE) from None
                 raise ScrapeError(_scrub(_reason(exc, url), secrets)) from None
             return body, resp.headers.get("content-type", "")
+
+
+    def _body(self, chunks: Any, content_encoding: str | None) -> bytes:
+        """The body from its pieces as sent, gunzipped for `Content-Encoding: gzip` (as
+        Prometheus; any other encoding is passed on as sent), within body_size_limit."""
+        limit = self.body_size_limit or sys.maxsize
+        if content_encoding == "gzip":
+            return _gunzip(chunks, limit)
+        return _read_all(chunks, limit)
+
+
+def _check_status(status: int, reason: str | None) -> None:
+    if status != 200:
+        text = f"{status} {reason}" if reason else str(status)
+        raise ScrapeError(f"server returned HTTP status {text}")
 
 
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))

@@ -175,7 +175,7 @@ class HTTPSender:
         # plain http:// through clymene.http1, which costs less again.
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=8, retries=False, **kwargs)
         self._pools: dict[str, tuple[Any, str]] = {}  # url -> (connection pool, target)
-        self._lean_pools: dict[str, tuple[http1.Pool, str]] = {}  # the same for http://
+        self._lean_pools = http1.Pools(maxsize=8, max_hosts=64)  # the same for http://
         self.headers = dict(headers or {})
         if basic_auth is None and parts.username is not None:
             # user:password@ in the URL means basic auth (as requests and Go's client do).
@@ -197,25 +197,12 @@ class HTTPSender:
     def close(self) -> None:
         self._pools.clear()
         self._pool.clear()
-        for pool, _ in self._lean_pools.values():
-            pool.close()
-        self._lean_pools.clear()
-
-    def _lean_pool_for(self, url: str) -> tuple[http1.Pool, str]:
-        found = self._lean_pools.get(url)
-        if found is None:
-            if len(self._lean_pools) >= 64:
-                self.close()
-            parts = urllib.parse.urlsplit(url)
-            found = self._lean_pools[url] = (
-                http1.Pool(parts.hostname or "", parts.port or 80, maxsize=8),
-                urllib3.util.parse_url(url).request_uri)  # the target as urllib3 sends it
-        return found
+        self._lean_pools.close()
 
     def _post_lean(self, url: str, body: bytes, headers: dict[str, str], timeout: float
                    ) -> tuple[int, str, bytes, str | None]:
         """(status, reason, body, Retry-After) of a POST to a plain http:// URL."""
-        pool, target = self._lean_pool_for(url)
+        pool, target = self._lean_pools.for_url(url)
         deadline = time.monotonic() + timeout
         head = http1.request_head("POST", target, pool.host, pool.port,
                                   {"Accept-Encoding": "identity", **headers}, len(body))
