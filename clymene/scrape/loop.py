@@ -46,7 +46,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 from clymene import relabel
@@ -56,6 +55,7 @@ from clymene.scrape.parser import (
     TextShape,
     parse,
     parse_series,
+    picker,
     text_shape,
     values_in_shape,
 )
@@ -117,21 +117,22 @@ class ScrapeState(dict):
 def set_fingerprint(fps: dict[Labels, int]) -> str:
     """Order-free fingerprint of a state: the sum of its series' fingerprints, and (for a
     ScrapeState) of its cache and timestamps."""
-    if isinstance(fps, ScrapeState) and fps._fp:
-        return fps._fp  # a steady target hands the same state over at every scrape
+    state = fps if isinstance(fps, ScrapeState) else None
+    if state is not None and state._fp:
+        return state._fp  # a steady target hands the same state over at every scrape
     base = format(sum(fps.values()) & 0xFFFFFFFFFFFFFFFF, "016x") + format(len(fps), "x")
-    if isinstance(fps, ScrapeState) and (fps.cache or fps.last_ts):
-        if not fps._extra_fp:
+    if state is not None and (state.cache or state.last_ts):
+        if not state._extra_fp:
             h = hashlib.blake2b(digest_size=8)
-            for key in sorted(fps.cache or ()):
+            for key in sorted(state.cache or ()):
                 h.update(b"%s\xff%d\xfe" % (key.encode("utf-8", "surrogateescape"),
-                                             fps.cache[key]))  # type: ignore[index]
-            for labels, ts in sorted(fps.last_ts.items()):
+                                             state.cache[key]))  # type: ignore[index]
+            for labels, ts in sorted(state.last_ts.items()):
                 h.update(repr((labels, ts)).encode("utf-8", "surrogateescape"))
-            fps._extra_fp = h.hexdigest()
-        base += "-" + fps._extra_fp
-    if isinstance(fps, ScrapeState):
-        fps._fp = base
+            state._extra_fp = h.hexdigest()
+        base += "-" + state._extra_fp
+    if state is not None:
+        state._fp = base
     return base
 
 
@@ -416,14 +417,9 @@ def _steady(body: bytes, content_type: str, entries: list[tuple[str, float, int 
             or cached is None or True in cached.values()
             or cached.keys() != {shape.keys[i] for i in kept}):
         return None
-    picker: Callable[[list[float]], Any] | None = None
-    if len(kept) > 1 and len(kept) != len(resolved):
-        picker = itemgetter(*kept)
-    elif len(kept) == 1 and len(resolved) > 1:
-        picker = itemgetter(slice(kept[0], kept[0] + 1))
-    elif not kept:
-        picker = itemgetter(slice(0, 0))  # metric relabeling drops every sample
-    return Steady(shape, labels, picker, state, run.total, run.added)
+    # Metric relabeling may drop some (or all) of the samples: pick the kept values.
+    kept_values = None if len(kept) == len(resolved) else picker(kept)
+    return Steady(shape, labels, kept_values, state, run.total, run.added)
 
 
 def stale_candidates(prev: dict[Labels, int], cur: dict[Labels, int]) -> bool:

@@ -40,13 +40,15 @@ from array import array
 from collections.abc import Callable
 from itertools import accumulate, repeat
 from operator import itemgetter
+from typing import Any
 
 try:
     from clymene import _speedups  # built by `pip install`; see clymene/_speedups.c
 except ImportError:  # a source tree without the build: the Python path alone
     _speedups = None
 
-__all__ = ["ParseError", "TextShape", "parse", "parse_series", "text_shape", "values_in_shape"]
+__all__ = ["ParseError", "TextShape", "parse", "parse_series", "picker", "text_shape",
+           "values_in_shape"]
 
 Entry = tuple[str, float, int | None]
 
@@ -605,8 +607,8 @@ class TextShape:
         self.content_type = content_type
         self.heads = heads
         self.keys = [heads[i] for i in samples]
-        self._pick_values = _picker(samples)
-        self._pick_others = _picker(others)
+        self._pick_values = picker(samples)
+        self._pick_others = picker(others)
         self.others = self._pick_others(lines)
         # For _speedups.shape_values: each line's bytes up to its value (the whole line
         # for the lines that are not samples) in one buffer, where each ends, and which
@@ -621,7 +623,7 @@ class TextShape:
         self._c_flags = bytes(flags)
 
 
-def _picker(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+def picker(indexes: list[int]) -> Callable[[list[Any]], tuple[Any, ...]]:
     """A getter of the items at `indexes`, as a tuple (itemgetter alone gives a bare
     item for one index)."""
     if len(indexes) > 1:
