@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from tests.servers import start_redis
+from tests.servers import kill_group, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,12 +100,7 @@ def _run_variant(broker: str, conf: dict[str, object], rate: float, tick: float,
         client.flushdb()
         return idle, used / n, (used - idle) / n, n - left
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        kill_group(worker, timeout=20)
         log.close()
 
 

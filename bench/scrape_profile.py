@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from tests.servers import start_redis, wait_until
+from tests.servers import kill_group, start_redis, wait_until
 
 
 def _start(args: list[str], ready: Path, workdir: Path) -> tuple[subprocess.Popen, dict]:
@@ -40,11 +38,7 @@ def _start(args: list[str], ready: Path, workdir: Path) -> tuple[subprocess.Pope
 def _stop(procs: list[subprocess.Popen]) -> None:
     """Stop what _start started, by process group."""
     for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        kill_group(proc)
 
 
 def _time_stages(runner: object) -> dict[str, float]:

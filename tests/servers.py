@@ -99,11 +99,12 @@ class Server:
         if self._stopped:
             return
         self._stopped = True
-        _kill_group(self.proc)
+        kill_group(self.proc)
 
 
-def _kill_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
-    # start_new_session=True made the server the leader of group `pid`.
+def kill_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM a process started with start_new_session=True (the leader of group
+    `pid`) and its group, SIGKILL after `timeout`."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
