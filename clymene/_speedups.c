@@ -284,6 +284,56 @@ sample_at(PyObject *sample, PyObject *ts, double *value)
     return 1;
 }
 
+/* Sets the item's value and returns its encoded size; -1 when its head is malformed. */
+static Py_ssize_t
+item_size(struct item *it, double value, Py_ssize_t full, Py_ssize_t ts_len)
+{
+    uint64_t bits;
+    memcpy(&bits, &value, 8);
+    it->value = value;
+    it->zero = bits == 0;
+    if (!it->zero)
+        return it->head_len + 8 + ts_len;
+    Py_ssize_t off, lb_len;
+    if (!head_labels(it->head, it->head_len, full, &off, &lb_len))
+        return -1;
+    return 1 + varint_len(lb_len + ts_len + 2) + lb_len + 2 + ts_len;
+}
+
+/* The TimeSeries of the items, `total` bytes in all (their item_size). */
+static PyObject *
+write_items(const struct item *items, Py_ssize_t n, Py_ssize_t total, const char *tsp,
+            Py_ssize_t ts_len)
+{
+    Py_ssize_t full = 9 + ts_len;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const struct item *it = &items[i];
+        if (it->zero) {
+            Py_ssize_t off, lb_len;
+            head_labels(it->head, it->head_len, full, &off, &lb_len); /* checked */
+            *out++ = 0x0a;
+            out = put_varint(out, (uint64_t)(lb_len + ts_len + 2));
+            memcpy(out, it->head + off, lb_len);
+            out += lb_len;
+            *out++ = 0x12;
+            *out++ = (char)ts_len;
+        }
+        else {
+            memcpy(out, it->head, it->head_len);
+            out += it->head_len;
+            memcpy(out, &it->value, 8); /* little-endian, as struct "<d" */
+            out += 8;
+        }
+        memcpy(out, tsp, ts_len);
+        out += ts_len;
+    }
+    return result;
+}
+
 static PyObject *
 encode_known(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -296,8 +346,7 @@ encode_known(PyObject *Py_UNUSED(self), PyObject *args)
                           &ts, &tsb))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(batch);
-    Py_ssize_t ts_len = tsb.len;
-    Py_ssize_t full = 9 + ts_len;
+    Py_ssize_t full = 9 + tsb.len;
     Py_ssize_t total = 0;
 
     items = PyMem_Malloc(sizeof(struct item) * (n ? n : 1));
@@ -334,49 +383,14 @@ encode_known(PyObject *Py_UNUSED(self), PyObject *args)
             goto done;
         if (PySet_GET_SIZE(seen) == before)
             goto not_known;
-        uint64_t bits;
-        memcpy(&bits, &v, 8);
-        struct item *it = &items[i];
-        it->head = PyBytes_AS_STRING(head);
-        it->head_len = PyBytes_GET_SIZE(head);
-        it->value = v;
-        it->zero = bits == 0;
-        if (it->zero) {
-            Py_ssize_t off, lb_len;
-            if (!head_labels(it->head, it->head_len, full, &off, &lb_len))
-                goto not_known;
-            total += 1 + varint_len(lb_len + ts_len + 2) + lb_len + 2 + ts_len;
-        }
-        else
-            total += it->head_len + 8 + ts_len;
+        items[i].head = PyBytes_AS_STRING(head);
+        items[i].head_len = PyBytes_GET_SIZE(head);
+        Py_ssize_t size = item_size(&items[i], v, full, tsb.len);
+        if (size < 0)
+            goto not_known;
+        total += size;
     }
-
-    result = PyBytes_FromStringAndSize(NULL, total);
-    if (result == NULL)
-        goto done;
-    char *out = PyBytes_AS_STRING(result);
-    const char *tsp = tsb.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        struct item *it = &items[i];
-        if (it->zero) {
-            Py_ssize_t off, lb_len;
-            head_labels(it->head, it->head_len, full, &off, &lb_len);
-            *out++ = 0x0a;
-            out = put_varint(out, (uint64_t)(lb_len + ts_len + 2));
-            memcpy(out, it->head + off, lb_len);
-            out += lb_len;
-            *out++ = 0x12;
-            *out++ = (char)ts_len;
-        }
-        else {
-            memcpy(out, it->head, it->head_len);
-            out += it->head_len;
-            memcpy(out, &it->value, 8); /* little-endian, as struct "<d" */
-            out += 8;
-        }
-        memcpy(out, tsp, ts_len);
-        out += ts_len;
-    }
+    result = write_items(items, n, total, tsb.buf, tsb.len);
     goto done;
 
 not_known:
@@ -396,20 +410,24 @@ encode_run(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *batch, *labels, *ts;
     Py_buffer heads, ends, tsb;
     PyObject *result = NULL;
+    struct item *items = NULL;
 
     if (!PyArg_ParseTuple(args, "O!O!y*y*Oy*", &PyList_Type, &batch, &PyList_Type, &labels,
                           &heads, &ends, &ts, &tsb))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(batch);
-    Py_ssize_t ts_len = tsb.len;
-    Py_ssize_t full = 9 + ts_len;
+    Py_ssize_t full = 9 + tsb.len;
     const uint32_t *end_of = ends.buf;
     const char *hp = heads.buf;
     Py_ssize_t total = 0;
     if (PyList_GET_SIZE(labels) != n || ends.len != n * (Py_ssize_t)sizeof(uint32_t)
             || (n && end_of[n - 1] != (uint64_t)heads.len))
         goto not_run;
-    /* First pass: the batch is the run's (labels objects, one timestamp); sizes. */
+    items = PyMem_Malloc(sizeof(struct item) * (n ? n : 1));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     uint32_t start = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *sample = PyList_GET_ITEM(batch, i);
@@ -417,61 +435,24 @@ encode_run(PyObject *Py_UNUSED(self), PyObject *args)
         int found = sample_at(sample, ts, &v);
         if (found < 0)
             goto done;
-        if (!found || PyTuple_GET_ITEM(sample, 0) != PyList_GET_ITEM(labels, i))
+        if (!found || PyTuple_GET_ITEM(sample, 0) != PyList_GET_ITEM(labels, i)
+                || end_of[i] < start)
             goto not_run;
-        uint64_t bits;
-        memcpy(&bits, &v, 8);
-        Py_ssize_t head_len = (Py_ssize_t)end_of[i] - start;
-        if (head_len < 0)
+        items[i].head = hp + start;
+        items[i].head_len = (Py_ssize_t)end_of[i] - start;
+        Py_ssize_t size = item_size(&items[i], v, full, tsb.len);
+        if (size < 0)
             goto not_run;
-        if (bits == 0) {
-            Py_ssize_t off, lb_len;
-            if (!head_labels(hp + start, head_len, full, &off, &lb_len))
-                goto not_run;
-            total += 1 + varint_len(lb_len + ts_len + 2) + lb_len + 2 + ts_len;
-        }
-        else
-            total += head_len + 8 + ts_len;
+        total += size;
         start = end_of[i];
     }
-    result = PyBytes_FromStringAndSize(NULL, total);
-    if (result == NULL)
-        goto done;
-    char *out = PyBytes_AS_STRING(result);
-    const char *tsp = tsb.buf;
-    start = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *sample = PyList_GET_ITEM(batch, i);
-        double v = PyFloat_AsDouble(PyTuple_GET_ITEM(sample, 1)); /* checked above */
-        uint64_t bits;
-        memcpy(&bits, &v, 8);
-        const char *head = hp + start;
-        Py_ssize_t head_len = (Py_ssize_t)end_of[i] - start;
-        if (bits == 0) {
-            Py_ssize_t off, lb_len;
-            head_labels(head, head_len, full, &off, &lb_len);
-            *out++ = 0x0a;
-            out = put_varint(out, (uint64_t)(lb_len + ts_len + 2));
-            memcpy(out, head + off, lb_len);
-            out += lb_len;
-            *out++ = 0x12;
-            *out++ = (char)ts_len;
-        }
-        else {
-            memcpy(out, head, head_len);
-            out += head_len;
-            memcpy(out, &v, 8);
-            out += 8;
-        }
-        memcpy(out, tsp, ts_len);
-        out += ts_len;
-        start = end_of[i];
-    }
+    result = write_items(items, n, total, tsb.buf, tsb.len);
     goto done;
 
 not_run:
     result = Py_NewRef(Py_None);
 done:
+    PyMem_Free(items);
     PyBuffer_Release(&heads);
     PyBuffer_Release(&ends);
     PyBuffer_Release(&tsb);
