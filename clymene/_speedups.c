@@ -3,16 +3,19 @@
    Both are exact replacements for Python functions that stay as the reference and
    the fallback (tests/test_speedups.py runs both on the same inputs):
 
-   shape_values(body, text, ends, samples) -> list[float] | None
-       clymene.scrape.parser.values_in_shape for a document of a known TextShape.
+   shape_values(body, text, ends, samples) -> list[float] | None | NotImplemented
+       clymene.scrape.parser.values_in_shape for a document of a known TextShape:
+       None when the document is not of that layout (the Python path would say so too:
+       every line is compared byte for byte), NotImplemented when a value is not one
+       read here (Go's rarer spellings, overflows): the Python path decides those.
    encode_run(batch, labels, heads, ends, ts, ts_bytes) -> bytes | None
        the same as encode_known for a batch of the labels of a known run.
    encode_known(batch, heads, ts, ts_bytes) -> bytes | None
        clymene.storage.remote_write_pb._encode_known's loop over the samples.
 
-   Each returns None whenever the input is not the plain case it handles; the caller
-   then takes the Python path, so nothing here decides anything the Python code would
-   decide differently. bench/RESULTS.md has the figures that justify the file. */
+   The encoders return None whenever the input is not the plain case they handle; the
+   caller then takes the Python path, so nothing here decides anything the Python code
+   would decide differently. bench/RESULTS.md has the figures that justify the file. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -181,9 +184,10 @@ shape_values(PyObject *Py_UNUSED(self), PyObject *args)
         if (flags[i]) {
             /* The line up to its value: the series key and one blank. */
             double v;
-            if (eol - p <= wlen || memcmp(p, want + start, wlen) != 0
-                    || !parse_value(p + wlen, eol, &v))
+            if (eol - p <= wlen || memcmp(p, want + start, wlen) != 0)
                 goto mismatch;
+            if (!parse_value(p + wlen, eol, &v))
+                goto undecided;
             PyObject *f = PyFloat_FromDouble(v);
             if (f == NULL) {
                 Py_CLEAR(out);
@@ -201,6 +205,10 @@ shape_values(PyObject *Py_UNUSED(self), PyObject *args)
 mismatch:
     Py_CLEAR(out);
     out = Py_NewRef(Py_None);
+    goto done;
+undecided:
+    Py_CLEAR(out);
+    out = Py_NewRef(Py_NotImplemented);
 done:
     PyBuffer_Release(&body);
     PyBuffer_Release(&text);
@@ -461,7 +469,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"shape_values", shape_values, METH_VARARGS,
-     "shape_values(body, text, ends, samples) -> list[float] | None: the values of a "
+     "shape_values(body, text, ends, samples) -> list[float] | None | NotImplemented: "
+     "the values of a "
      "document laid out as `text` (per line: the text before the value for the lines "
      "flagged in `samples`, the whole line for the others; `ends`: uint32 end offsets)."},
     {"encode_run", encode_run, METH_VARARGS,

@@ -664,10 +664,11 @@ def values_in_shape(body: bytes, content_type: str, shape: TextShape) -> list[fl
     if content_type != shape.content_type:
         return None
     if _speedups is not None:
-        # The usual case in C; what it does not handle (Go's rarer spellings of
-        # special values, overflows, any difference) is judged below.
+        # The usual case in C. A document of another layout is None there as here; a
+        # value it does not read (Go's rarer spellings of special values, overflows) is
+        # judged below.
         values = _speedups.shape_values(body, shape._c_text, shape._c_ends, shape._c_flags)
-        if values is not None:
+        if values is not NotImplemented:
             return values
     lines = _plain_lines(body)
     if lines is None or len(lines) != len(shape.heads):
